@@ -1,0 +1,52 @@
+# Set-up is two commands on a fresh Debian machine (as root):
+#   make demo   — create .venv, install, run the terminal demo on the scripted model (offline)
+#   make test   — create .venv with the test extras, install the system components the
+#                 tests need (Chromium), then ruff, mypy, the test suite and a benchmark
+#                 smoke run
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Reinstall whenever pyproject.toml changes.
+STAMP_RUNTIME := $(VENV)/.stamp-runtime
+STAMP_TEST    := $(VENV)/.stamp-test
+
+.PHONY: demo test lint typecheck pytest bench bench-quick system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@ $(STAMP_RUNTIME)
+
+demo: $(STAMP_RUNTIME)
+	$(BIN)/trio-agent demo
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check trio_agent tests benchmarks
+	$(BIN)/ruff format --check trio_agent tests benchmarks
+
+typecheck: $(STAMP_TEST)
+	$(BIN)/mypy
+
+pytest: $(STAMP_TEST) system-deps
+	$(BIN)/python -m pytest
+
+bench-quick: $(STAMP_TEST)
+	$(BIN)/trio-agent bench --quick --out bench-results/quick
+
+test: lint typecheck pytest bench-quick
+
+bench: $(STAMP_TEST)
+	$(BIN)/trio-agent bench --out bench-results/full
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,156 @@
+"""``step``: the agent loop's overhead per step, with an instant model (issue 3).
+
+A scripted model with no delay plays ``STEPS_PER_RUN - 1`` turns that each stream one
+token and call an instant tool (so every step goes through the whole loop: the step's
+cancel scope and nursery, ``thinking``, the token, the streamed tool call —
+``tool_call_start``, ``tool_call_delta``s, ``tool_call`` — the tool task under the
+limiter, ``tool_result``, the boundary check), then a final answer turn.  Runs are
+kept short (the default ``max_steps``) so that the conversation the reducer rebuilds
+at each step stays realistic.  Time per step = time from ``send`` to ``done`` summed
+over the runs / steps.  One subscriber listens for ``done`` only.
+
+Baseline, same run: an empty trio loop doing as many checkpoints as the agent loop's
+tasks took scheduling steps (counted once with a ``trio.abc.Instrument``), per step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import trio
+
+import trio_agent
+from trio_agent.testing import ScriptBuilder, ScriptedModel
+
+from ._common import Figure, Progress, Stat, Target, compare, runs_for
+
+NAME: Final = "step"
+TITLE: Final = "Agent loop overhead per step"
+
+STEPS_PER_RUN: Final = 20
+RUNS_PER_SAMPLE: Final = 50
+QUICK_RUNS_PER_SAMPLE: Final = 10
+TARGET_US: Final = 50.0
+BASELINE: Final = "empty trio loop, same checkpoints"
+
+
+@trio_agent.tool
+async def instant(n: int) -> int:
+    """Return ``n`` at once (an instant tool)."""
+    return n
+
+
+def _script() -> dict[str, Any]:
+    builder = ScriptBuilder()
+    for i in range(STEPS_PER_RUN - 1):
+        builder = builder.turn(
+            tokens=["ok"],
+            tool_calls=[{"id": f"c{i}", "name": "instant", "arguments": {"n": i}}],
+        )
+    builder = builder.turn(tokens=["done"])
+    script: dict[str, Any] = builder.build()
+    return script
+
+
+class _TaskSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+async def _one_run(script: dict[str, Any]) -> tuple[float, int]:
+    """Seconds from ``send`` to ``done`` for one run, and the steps it took."""
+    model = ScriptedModel(script)
+    async with trio_agent.open_runtime(
+        model=model, tools=[instant], max_steps=STEPS_PER_RUN
+    ) as runtime:
+        session = await runtime.open_session("bench")
+        async with session.subscribe(types=["done"]) as events:
+            t0 = time.perf_counter()
+            await session.send("go")
+            done = await events.receive()
+            elapsed = time.perf_counter() - t0
+    if getattr(done, "status", None) != "completed":
+        raise RuntimeError(f"step benchmark run ended {done!r}, not completed")
+    return elapsed, session.state.step
+
+
+def _ours(runs: int, script: dict[str, Any]) -> tuple[float, int]:
+    async def main() -> tuple[float, int]:
+        total, steps = 0.0, 0
+        for _ in range(runs):
+            t, s = await _one_run(script)
+            total += t
+            steps += s
+        return total, steps
+
+    return trio.run(main)
+
+
+def _count_checkpoints(script: dict[str, Any]) -> tuple[int, int]:
+    """Task steps the scheduler ran during one run (send → done), and the steps."""
+    counter = _TaskSteps()
+
+    async def main() -> tuple[int, int]:
+        model = ScriptedModel(script)
+        async with trio_agent.open_runtime(
+            model=model, tools=[instant], max_steps=STEPS_PER_RUN
+        ) as runtime:
+            session = await runtime.open_session("bench")
+            async with session.subscribe(types=["done"]) as events:
+                trio.lowlevel.add_instrument(counter)
+                before = counter.steps
+                await session.send("go")
+                await events.receive()
+                trio.lowlevel.remove_instrument(counter)
+            return counter.steps - before, session.state.step
+
+    return trio.run(main)
+
+
+def _empty_loop(checkpoints: int) -> float:
+    async def main() -> float:
+        checkpoint = trio.lowlevel.checkpoint
+        t0 = time.perf_counter()
+        for _ in range(checkpoints):
+            await checkpoint()
+        return time.perf_counter() - t0
+
+    return trio.run(main)
+
+
+def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
+    runs = runs_for(quick)
+    per_sample = QUICK_RUNS_PER_SAMPLE if quick else RUNS_PER_SAMPLE
+    say = progress or (lambda _: None)
+    script = _script()
+    say("counting the scheduler's steps per run")
+    checkpoints, steps_per_run = _count_checkpoints(script)
+    steps = steps_per_run * per_sample
+    say(f"{steps:,} steps x {runs} runs vs an empty trio loop")
+
+    def ours() -> float:
+        total, counted = _ours(per_sample, script)
+        return total / counted * 1e6
+
+    def empty() -> float:
+        return _empty_loop(checkpoints * per_sample) / steps * 1e6
+
+    stats = compare({"ours": ours, BASELINE: empty}, runs)
+    ours_stat: Stat = stats.pop("ours")
+    return [
+        Figure(
+            benchmark=NAME, name="step.overhead", title="agent loop time per step (instant model)",
+            unit="µs/step", kind="overhead", higher_is_better=False,
+            ours=ours_stat, baselines=stats,
+            targets=(Target(f"≤ {TARGET_US:g} µs per step", at_most=TARGET_US),),
+            notes=(
+                f"{per_sample} runs of {steps_per_run} steps per sample (one token + one "
+                f"instant tool call per step, then an answer); {checkpoints} scheduler "
+                "steps per run, which the baseline loop repeats as bare checkpoints"
+            ),
+        )
+    ]

@@ -1,0 +1,210 @@
+"""The page, in a real browser: Debian's headless Chromium driven by Playwright.
+
+The server is ``trio-agent serve`` itself, in a subprocess on a free port, with a
+scripted model (a script file) and the built-in tools; Playwright's sync API drives
+the page from the test thread.  Without Chromium the tests skip — except in CI
+(``CI=true``), where ``conftest.py`` turns a skip into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(90)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+LONG = [f"w{i} " for i in range(80)]
+SCRIPT = {
+    "turns": [
+        {
+            "tokens": ["Let", " me", " rest", " a", " moment", " first."],
+            "delay": 0.04,
+            "tool_calls": [{"id": "nap1", "name": "sleep", "arguments": {"seconds": 60}}],
+        },
+        {"tokens": ["Rested", " and", " resumed:", " all", " done."], "delay": 0.04},
+        {"tokens": LONG, "delay": 0.03},
+        {"tokens": LONG, "delay": 0.03},
+    ]
+}
+TIMEOUT_MS = 15_000
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``trio-agent serve`` on a free port; its base URL.  Stopped with SIGTERM, which
+    must end it cleanly and promptly."""
+    script = tmp_path_factory.mktemp("browser") / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trio_agent._cli",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            f"scripted:{script}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, f"unexpected first line from serve: {line!r}"
+        yield f"http://127.0.0.1:{match.group(1)}/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("serve did not exit within 15 s of SIGTERM") from None
+        assert status == 0, proc.stderr.read() if proc.stderr else ""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 820}, device_scale_factor=1)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def open_session(page: Any, server: str, session: str) -> None:
+    page.goto(f"{server}?session={session}")
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
+    expect(page.locator("#status")).to_have_attribute("data-status", "idle")
+
+
+def send(page: Any, text: str) -> None:
+    page.locator("#input").fill(text)
+    page.locator("#input").press("Enter")
+
+
+def last_answer(page: Any) -> str:
+    text: str = page.locator(".msg.assistant .text").last.inner_text()
+    return text
+
+
+def test_stream_hard_interrupt_during_the_slow_tool_then_resume(page: Any, server: str) -> None:
+    open_session(page, server, "b-interrupt")
+    send(page, "Take a nap, then answer.")
+    expect(page.locator(".msg.user").first).to_have_text("Take a nap, then answer.")
+    # Tokens arrive, then the tool card fills in and runs.
+    expect(page.locator(".msg.assistant .text").first).to_have_text("Let me rest a moment first.")
+    card = page.locator('.tool-card[data-call-id="nap1"]')
+    expect(card).to_have_attribute("data-status", "running")
+    expect(card.locator(".tool-name")).to_have_text("sleep")
+    assert json.loads(card.locator(".args-text").inner_text()) == {"seconds": 60}
+    expect(page.locator("#status")).to_have_attribute("data-status", "acting")
+    # Hard interrupt during the slow tool: the card turns cancelled, the badge interrupted.
+    page.locator("#btn-hard").click()
+    expect(card).to_have_attribute("data-status", "cancelled")
+    expect(card.locator(".pill")).to_have_text("cancelled")
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    expect(page.locator("#btn-resume")).to_be_enabled()
+    # Resume: the run goes on to the next turn and completes.
+    page.locator("#btn-resume").click()
+    expect(page.locator("#status")).to_have_attribute("data-status", "done")
+    expect(page.locator(".msg.assistant .text").last).to_have_text("Rested and resumed: all done.")
+    # The timeline numbers every event; the counters moved.
+    seqs = [int(s) for s in page.locator("#timeline .seq").all_inner_texts() if s.isdigit()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert int(page.locator("#count-frames").inner_text()) >= 2
+    assert int(page.locator("#count-events").inner_text()) == seqs[-1]
+    expect(page.locator("#toast")).to_be_hidden()  # no error for this client
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+
+
+def test_reload_mid_stream_completes_the_text_without_duplicates(page: Any, server: str) -> None:
+    open_session(page, server, "b-reload")
+    # Two quick turns first, so that the long turn is the one that plays.
+    send(page, "Take a nap, then answer.")
+    expect(page.locator('.tool-card[data-call-id="nap1"]')).to_have_attribute(
+        "data-status", "running"
+    )
+    page.locator("#btn-hard").click()
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    page.locator("#btn-resume").click()
+    expect(page.locator("#status")).to_have_attribute("data-status", "done")
+    send(page, "Now a long answer.")
+    expect(page.locator(".msg.assistant .text").last).to_contain_text("w5 ")
+    page.reload()
+    # The snapshot holds the half-finished text; the live tokens complete it.
+    expect(page.locator("#status")).to_have_attribute("data-status", "done")
+    expected = "".join(LONG)
+    assert last_answer(page) == expected
+    assert page.locator(".msg.assistant .text").all_inner_texts().count(expected) == 1
+
+
+def test_a_dropped_connection_reconnects_with_after_and_no_duplicates(
+    page: Any, server: str
+) -> None:
+    open_session(page, server, "b-drop")
+    send(page, "Take a nap, then answer.")
+    expect(page.locator('.tool-card[data-call-id="nap1"]')).to_have_attribute(
+        "data-status", "running"
+    )
+    page.locator("#btn-hard").click()
+    page.locator("#btn-resume").click()
+    expect(page.locator("#status")).to_have_attribute("data-status", "done")
+    send(page, "Now a long answer.")
+    expect(page.locator(".msg.assistant .text").last).to_contain_text("w5 ")
+    before = page.evaluate("window.trioAgent.lastSeq")
+    page.evaluate("window.trioAgent.drop()")  # as if the network dropped
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "reconnecting")
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
+    expect(page.locator("#status")).to_have_attribute("data-status", "done")
+    assert last_answer(page) == "".join(LONG)
+    assert page.evaluate("window.trioAgent.lastSeq") > before
+    # One snapshot only (the first connect): the reconnect replayed with ?after=.
+    types = page.locator("#timeline .type").all_inner_texts()
+    assert types.count("state") == 1

@@ -1,0 +1,645 @@
+"""The agent loop: runs, steps in cancel scopes, interrupts, steering, resume, cancel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import trio_agent
+from trio_agent import events as ev
+from trio_agent import tool
+from trio_agent.models import Chunk, Finish, Message, ModelError, TextDelta, ToolCallChunk, ToolSpec
+from trio_agent.testing import (
+    InvariantViolation,
+    RecordingModel,
+    ScriptBuilder,
+    ScriptedModel,
+    check_invariants,
+    drive,
+    schedules,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@tool
+async def nap(seconds: float) -> dict[str, float]:
+    """Sleep for a while (a slow tool to interrupt)."""
+    await trio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@tool
+async def boom(message: str) -> str:
+    """Always fails."""
+    await trio.lowlevel.checkpoint()
+    raise ValueError(message)
+
+
+TOOLS = [trio_agent.calculator, nap, boom]
+
+
+def types(log: Any) -> list[str]:
+    return [e.type for e in log]
+
+
+async def wait_for(events: Any, predicate: Any) -> ev.Event:
+    """Receive from ``events`` until an event satisfies ``predicate``."""
+    async for e in events:
+        if predicate(e):
+            return e
+    raise AssertionError("subscription ended before the awaited event")
+
+
+def model_of(builder: ScriptBuilder) -> ScriptedModel:
+    return ScriptedModel(builder.build())
+
+
+async def test_a_run_streams_tokens_and_completes(autojump_clock: trio.testing.MockClock) -> None:
+    model = model_of(ScriptBuilder().turn(tokens=["Hello", ",", " world"]))
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("hi")
+                done = await wait_for(events, lambda e: e.type == "done")
+            assert types(session.log) == [
+                "user_input",
+                "run_started",
+                "thinking",
+                "token_stream",
+                "token_stream",
+                "token_stream",
+                "done",
+            ]
+            assert isinstance(done, ev.Done)
+            assert (done.status, done.text) == ("completed", "Hello, world")
+            assert session.state.status == "done"
+            assert [m.role for m in session.state.messages] == ["user", "assistant"]
+            check_invariants(list(session.log), session.state)
+
+
+async def test_tool_call_streams_runs_and_feeds_the_next_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = (
+        ScriptBuilder()
+        .turn(
+            tokens=["Let me compute."],
+            tool_calls=[{"id": "c1", "name": "calculator", "arguments": {"expression": "(2+3)*7"}}],
+        )
+        .turn(tokens=["It is 35."])
+    )
+    model = RecordingModel(model_of(script))
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("what is (2+3)*7?")
+                await wait_for(events, lambda e: e.type == "done")
+    log = list(session.log)
+    check_invariants(log, session.state)
+    deltas = "".join(e.delta for e in log if isinstance(e, ev.ToolCallDelta))
+    call = next(e for e in log if isinstance(e, ev.ToolCall))
+    result = next(e for e in log if isinstance(e, ev.ToolResult))
+    assert trio_agent.events.loads(deltas) == {"expression": "(2+3)*7"}
+    assert (call.name, dict(call.arguments)) == ("calculator", {"expression": "(2+3)*7"})
+    assert (result.call_id, result.status, result.result) == ("c1", "ok", 35)
+    assert len(model.calls) == 2
+    second = model.calls[1]
+    assert [m.role for m in second] == ["user", "assistant", "tool"]
+    assert second[1].tool_calls[0].arguments == {"expression": "(2+3)*7"}
+    assert (second[2].call_id, second[2].content) == ("c1", "35")
+
+
+async def test_steering_message_enters_the_next_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(tokens=["a", "b", "c", "d"], delay=1.0).echo()
+    model = RecordingModel(model_of(script))
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("start")
+                await wait_for(events, lambda e: e.type == "token_stream")
+                await session.send("and also this")  # steer mid-step
+                ack = await wait_for(events, lambda e: e.type == "user_input")
+                assert session.state.pending_inputs == ("and also this",)
+                done = await wait_for(events, lambda e: e.type == "done")
+    assert ack.run == 1 and ack.step == 1
+    # Step 1 had no tool calls, but the run went on to answer the steering message.
+    assert len(model.calls) == 2
+    assert [m.content for m in model.calls[1] if m.role == "user"] == ["start", "and also this"]
+    assert isinstance(done, ev.Done) and done.text == "and also this"
+    check_invariants(list(session.log), session.state)
+
+
+async def test_hard_interrupt_cancels_a_slow_tool_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = (
+        ScriptBuilder()
+        .turn(
+            tokens=["napping"],
+            tool_calls=[{"id": "n1", "name": "nap", "arguments": {"seconds": 100}}],
+        )
+        .turn(tokens=["awake"])
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("sleep")
+                await wait_for(events, lambda e: e.type == "tool_call")
+                t0 = trio.current_time()
+                await session.interrupt("hard", reason="too slow")
+                result = await wait_for(events, lambda e: e.type == "tool_result")
+                interrupted = await wait_for(events, lambda e: e.type == "interrupted")
+                assert trio.current_time() - t0 < 1.0
+                assert isinstance(result, ev.ToolResult) and result.status == "cancelled"
+                assert isinstance(interrupted, ev.Interrupted)
+                assert (interrupted.mode, interrupted.reason, interrupted.step) == (
+                    "hard",
+                    "too slow",
+                    1,
+                )
+                assert session.state.status == "interrupted"
+                # The cut step stays in the conversation, marked as cut.
+                assistant = [m for m in session.state.messages if m.role == "assistant"]
+                assert assistant[-1].cut and assistant[-1].content == "napping"
+                await session.resume("wake up")
+                done = await wait_for(events, lambda e: e.type == "done")
+    assert isinstance(done, ev.Done) and (done.status, done.text) == ("completed", "awake")
+    check_invariants(list(session.log), session.state)
+
+
+async def test_soft_interrupt_lets_the_tool_finish(autojump_clock: trio.testing.MockClock) -> None:
+    script = (
+        ScriptBuilder()
+        .turn(tool_calls=[{"id": "n1", "name": "nap", "arguments": {"seconds": 5}}])
+        .turn(tokens=["never reached before resume"])
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("sleep")
+                await wait_for(events, lambda e: e.type == "tool_call")
+                t0 = trio.current_time()
+                await session.interrupt("soft", reason="pause please")
+                result = await wait_for(events, lambda e: e.type == "tool_result")
+                interrupted = await wait_for(events, lambda e: e.type == "interrupted")
+                assert trio.current_time() - t0 == pytest.approx(5.0)
+    assert isinstance(result, ev.ToolResult) and result.status == "ok"
+    assert isinstance(interrupted, ev.Interrupted) and interrupted.mode == "soft"
+    assert [e.type for e in session.log if e.type == "thinking"] == ["thinking"]
+    check_invariants(list(session.log), session.state)
+
+
+async def test_soft_interrupt_escalates_when_its_grace_runs_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "n1", "name": "nap", "arguments": {"seconds": 100}}]
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("sleep")
+                await wait_for(events, lambda e: e.type == "tool_call")
+                t0 = trio.current_time()
+                await session.interrupt("soft", reason="wrap up", grace=2.0)
+                await wait_for(events, lambda e: e.type == "interrupted")
+                assert trio.current_time() - t0 == pytest.approx(2.0)
+    tail = [e for e in session.log if e.type in ("interrupt", "tool_result", "interrupted")]
+    assert [(e.type, getattr(e, "mode", getattr(e, "status", None))) for e in tail] == [
+        ("interrupt", "soft"),
+        ("interrupt", "hard"),
+        ("tool_result", "cancelled"),
+        ("interrupted", "hard"),
+    ]
+    assert tail[1].reason == "grace period ran out: wrap up"  # type: ignore[attr-defined]
+    check_invariants(list(session.log), session.state)
+
+
+async def test_commands_that_make_no_sense_raise_and_change_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(tokens=["x"] * 5, delay=1.0)
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            with pytest.raises(
+                trio_agent.SessionStateError,
+                match=r"^can't resume session 's1': it is idle, not interrupted$",
+            ):
+                await session.resume()
+            with pytest.raises(
+                trio_agent.SessionStateError,
+                match=r"^can't interrupt session 's1': it is idle, not running$",
+            ):
+                await session.interrupt("hard")
+            with pytest.raises(
+                trio_agent.SessionStateError,
+                match=r"^can't cancel session 's1': it is idle, not running or interrupted$",
+            ):
+                await session.cancel()
+            assert session.log.last_seq == 0
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "token_stream")
+                before = session.log.last_seq
+                with pytest.raises(
+                    trio_agent.SessionStateError,
+                    match=r"^can't resume session 's1': it is thinking, not interrupted$",
+                ):
+                    await session.resume("x")
+                await session.interrupt("soft")
+                with pytest.raises(
+                    trio_agent.SessionStateError,
+                    match=r"^can't interrupt session 's1': a soft interrupt is already pending$",
+                ):
+                    await session.interrupt("soft")
+                assert session.log.last_seq == before + 1  # only the accepted interrupt
+                await session.interrupt("hard")  # escalation is allowed
+                await wait_for(events, lambda e: e.type == "interrupted")
+                with pytest.raises(
+                    trio_agent.SessionStateError,
+                    match=r"^can't interrupt session 's1': it is interrupted, not running$",
+                ):
+                    await session.interrupt("hard")
+            with pytest.raises(ValueError, match=r"^mode must be 'soft' or 'hard', got 'fly'$"):
+                await session.interrupt("fly")  # type: ignore[arg-type]
+
+
+async def test_cancel_while_running_and_while_interrupted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "n1", "name": "nap", "arguments": {"seconds": 50}}]
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            a = await runtime.open_session("a")
+            b = await runtime.open_session("b")
+            async with a.subscribe(after=0) as ea, b.subscribe(after=0) as eb:
+                await a.send("go")
+                await b.send("go")
+                await wait_for(ea, lambda e: e.type == "tool_call")
+                await wait_for(eb, lambda e: e.type == "tool_call")
+                await a.cancel()  # running
+                assert a.state.status == "done"
+                await b.interrupt("hard")
+                await wait_for(eb, lambda e: e.type == "interrupted")
+                await b.cancel()  # interrupted
+                assert b.state.status == "done"
+    for s in (a, b):
+        log = list(s.log)
+        done = log[-1]
+        assert isinstance(done, ev.Done) and done.status == "cancelled"
+        assert [e.status for e in log if isinstance(e, ev.ToolResult)] == ["cancelled"]
+        check_invariants(log, s.state)
+
+
+async def test_send_to_an_interrupted_run_resumes_it_with_that_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = (
+        ScriptBuilder()
+        .turn(tool_calls=[{"id": "n1", "name": "nap", "arguments": {"seconds": 50}}])
+        .echo()
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "tool_call")
+                await session.interrupt("hard")
+                await wait_for(events, lambda e: e.type == "interrupted")
+                await session.send("use the calculator instead")
+                done = await wait_for(events, lambda e: e.type == "done")
+    assert isinstance(done, ev.Done) and done.text == "use the calculator instead"
+    tail = types(session.log)[types(session.log).index("interrupted") :]
+    assert tail[:4] == ["interrupted", "user_input", "resume", "thinking"]
+    check_invariants(list(session.log), session.state)
+
+
+async def test_steer_then_hard_interrupt_keeps_the_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(tokens=["1", "2", "3"], delay=1.0).echo()
+    model = RecordingModel(model_of(script))
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "token_stream")
+                await session.send("steer me")
+                await session.interrupt("hard")
+                await wait_for(events, lambda e: e.type == "interrupted")
+                assert session.state.pending_inputs == ("steer me",)
+                await session.resume()
+                done = await wait_for(events, lambda e: e.type == "done")
+    assert isinstance(done, ev.Done) and done.text == "steer me"
+    assert [m.content for m in model.calls[1] if m.role == "user"] == ["go", "steer me"]
+
+
+async def test_sync_tool_is_abandoned_on_hard_interrupt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    release = threading.Event()
+
+    @tool
+    def blocking(label: str) -> str:
+        """Blocks its worker thread until released."""
+        release.wait(timeout=30)
+        return label
+
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "b1", "name": "blocking", "arguments": {"label": "x"}}]
+    )
+    try:
+        with trio.fail_after(10):
+            async with trio_agent.open_runtime(model=model_of(script), tools=[blocking]) as runtime:
+                session = await runtime.open_session("s1")
+                async with session.subscribe(after=0) as events:
+                    await session.send("go")
+                    await wait_for(events, lambda e: e.type == "tool_call")
+                    await session.interrupt("hard")
+                    result = await wait_for(events, lambda e: e.type == "tool_result")
+                    await wait_for(events, lambda e: e.type == "interrupted")
+                    assert not release.is_set()  # the thread is still blocked
+    finally:
+        release.set()
+    assert isinstance(result, ev.ToolResult) and result.status == "cancelled"
+
+
+async def test_tool_timeout_and_exception_become_results(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = (
+        ScriptBuilder()
+        .turn(
+            tool_calls=[
+                {"id": "t1", "name": "nap", "arguments": {"seconds": 100}},
+                {"id": "t2", "name": "boom", "arguments": {"message": "kaput"}},
+                {"id": "t3", "name": "nope", "arguments": {}},
+            ]
+        )
+        .turn(tokens=["ok"])
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(
+            model=model_of(script), tools=TOOLS, tool_timeout=3.0
+        ) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "done")
+    results = {e.call_id: e for e in session.log if isinstance(e, ev.ToolResult)}
+    assert results["t1"].status == "timeout"
+    assert (results["t2"].status, results["t2"].error) == ("error", "ValueError: kaput")
+    assert results["t3"].status == "error" and "nope" in (results["t3"].error or "")
+    check_invariants(list(session.log), session.state)
+
+
+async def test_a_runaway_run_ends_failed_at_max_steps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    call = {"id": "c", "name": "calculator", "arguments": {"expression": "1+1"}}
+    builder = ScriptBuilder()
+    for _ in range(10):
+        builder = builder.turn(tool_calls=[call])
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(
+            model=model_of(builder), tools=TOOLS, max_steps=3
+        ) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("loop")
+                done = await wait_for(events, lambda e: e.type == "done")
+    errors = [e for e in session.log if isinstance(e, ev.Error)]
+    assert [(e.code, e.message) for e in errors] == [
+        ("max_steps", "run 1 reached the limit of 3 steps (max_steps) without an answer")
+    ]
+    assert isinstance(done, ev.Done) and done.status == "failed"
+    assert session.state.status == "error"
+    check_invariants(list(session.log), session.state)
+
+
+class BrokenModel:
+    """Streams a half tool call with bad JSON, a complete one, then fails."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.calls = 0
+
+    async def _stream(self) -> AsyncIterator[Chunk]:
+        self.calls += 1
+        if self.calls > 1:
+            yield TextDelta("recovered")
+            yield Finish()
+            return
+        yield TextDelta("partial")
+        yield ToolCallChunk(index=0, call_id="bad", name="calculator", arguments='{"expression": ')
+        if self.fail:
+            raise ModelError("connection", "the connection dropped mid-stream")
+        yield ToolCallChunk(index=0, arguments="oops}")
+        yield Finish(reason="tool_calls")
+
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[Chunk]:
+        return self._stream()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_invalid_arguments_are_an_error_result_fed_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=BrokenModel(fail=False), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                done = await wait_for(events, lambda e: e.type == "done")
+    result = next(e for e in session.log if isinstance(e, ev.ToolResult))
+    assert result.status == "error" and "not valid JSON" in (result.error or "")
+    assert isinstance(done, ev.Done) and (done.status, done.text) == ("completed", "recovered")
+    tool_message = next(m for m in session.state.messages if m.role == "tool")
+    assert tool_message.content == result.error
+    check_invariants(list(session.log), session.state)
+
+
+async def test_model_failure_mid_stream_ends_the_run_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=BrokenModel(fail=True), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                done = await wait_for(events, lambda e: e.type == "done")
+    log = list(session.log)
+    assert types(log)[-3:] == ["tool_result", "error", "done"]
+    result, error = log[-3], log[-2]
+    assert isinstance(result, ev.ToolResult) and result.status == "cancelled"
+    assert isinstance(error, ev.Error) and (error.code, error.retryable) == ("connection", False)
+    assert isinstance(done, ev.Done) and done.status == "failed"
+    assistant = [m for m in session.state.messages if m.role == "assistant"]
+    assert assistant[-1].cut and assistant[-1].content == "partial"
+    check_invariants(log, session.state)
+
+
+async def test_leaving_the_runtime_ends_runs_through_the_cleanup_path(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "n1", "name": "nap", "arguments": {"seconds": 100}}]
+    )
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "tool_call")
+        # The runtime's nursery is joined here: no task of it is left.
+    assert types(session.log)[-2:] == ["tool_result", "done"]
+    last = list(session.log)[-1]
+    assert isinstance(last, ev.Done) and last.status == "cancelled"
+    check_invariants(list(session.log), session.state)
+
+
+async def test_disconnecting_a_subscriber_does_not_cancel_the_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(tokens=["a", "b", "c"], delay=1.0)
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "token_stream")
+            # The subscriber is gone; the run goes on.  A new one replays and finishes.
+            async with session.subscribe(after=0) as events:
+                done = await wait_for(events, lambda e: e.type == "done")
+    assert isinstance(done, ev.Done) and done.text == "abc"
+
+
+async def test_session_ids_are_validated_and_reattached(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio_agent.open_runtime(tools=TOOLS) as runtime:
+        with pytest.raises(
+            ValueError,
+            match=r"^invalid session id 'a b': use 1 to 64 characters from A-Z a-z 0-9 _ \. -$",
+        ):
+            await runtime.open_session("a b")
+        with pytest.raises(ValueError, match=r"invalid session id ''"):
+            await runtime.open_session("")
+        with pytest.raises(ValueError, match=r"invalid session id 'xxxx"):
+            await runtime.open_session("x" * 65)
+        s1 = await runtime.open_session("s-1.ok_")
+        assert await runtime.open_session("s-1.ok_") is s1
+
+
+def test_invariant_checker_names_the_broken_invariant() -> None:
+    log = [
+        ev.UserInput(session="s", run=1, seq=1, text="x"),
+        ev.RunStarted(session="s", run=1, seq=2),
+        ev.Thinking(session="s", run=1, step=1, seq=3),
+        ev.ToolCallStart(session="s", run=1, step=1, seq=4, call_id="c1", name="nap"),
+        ev.Done(session="s", run=1, step=1, seq=5, status="completed"),
+    ]
+    with pytest.raises(
+        InvariantViolation,
+        match=r"^invariant 2: 'done' at seq 5 \(run 1, step 1\) while tool calls 'c1' "
+        r"\(started at seq 4\) have no tool_result$",
+    ):
+        check_invariants(log)
+    with pytest.raises(InvariantViolation, match=r"^invariant 1: event #2 is 'thinking' at seq 3"):
+        check_invariants([log[0], log[2]])
+
+
+# ---- properties over arbitrary interrupt schedules -----------------------------------
+
+PROPERTY_SCRIPT = (
+    ScriptBuilder()
+    .turn(
+        tokens=["step", " one"],
+        delay=0.3,
+        tool_calls=[
+            {"id": "a", "name": "nap", "arguments": {"seconds": 1.5}},
+            {"id": "b", "name": "calculator", "arguments": {"expression": "2**10"}},
+        ],
+    )
+    .turn(
+        tokens=["step", " two"],
+        delay=0.2,
+        tool_calls=[
+            {"id": "c", "name": "nap", "arguments": {"seconds": 0.7}},
+        ],
+    )
+    .echo()
+    .turn(tokens=["fin"], delay=0.1)
+)
+
+
+@given(schedule=schedules(max_actions=8, max_time=6.0))
+def test_invariants_hold_under_any_interrupt_schedule(schedule: list[Any]) -> None:
+    async def main() -> None:
+        model = RecordingModel(ScriptedModel(PROPERTY_SCRIPT.build()))
+        with trio.fail_after(600):
+            async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+                session = await runtime.open_session("p")
+                await session.send("begin")
+                await drive(session, schedule)
+                # Bring the run to an end: resume while paused, then wait for done.
+                while session.state.status not in ("done", "error"):
+                    if session.state.status == "interrupted":
+                        await session.resume()
+                    await trio.sleep(0.5)
+            log = list(session.log)
+            check_invariants(log, session.state)
+            # Each steering message is in the input of the model call that follows it.
+            for i, e in enumerate(log):
+                if isinstance(e, ev.UserInput) and e.step > 0:
+                    later = [x for x in log[i:] if x.type == "thinking" and x.run == e.run]
+                    if later:
+                        call = model.calls[_call_index(log, later[0])]
+                        assert e.text in [m.content for m in call if m.role == "user"]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def _call_index(log: list[ev.Event], thinking: ev.Event) -> int:
+    """Which model call a ``thinking`` event began (model calls count thinking events)."""
+    return sum(1 for e in log if e.type == "thinking" and e.seq <= thinking.seq) - 1
+
+
+@settings(max_examples=10)
+@given(st.integers(min_value=1, max_value=5))
+def test_runtime_exit_at_any_moment_leaves_a_clean_log(ticks: int) -> None:
+    async def main() -> None:
+        model = ScriptedModel(PROPERTY_SCRIPT.build())
+        async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+            session = await runtime.open_session("p")
+            await session.send("begin")
+            await trio.sleep(ticks * 0.37)
+        check_invariants(list(session.log), session.state)
+        assert session.state.status in ("done", "error")
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

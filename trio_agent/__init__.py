@@ -1,0 +1,87 @@
+"""trio-agent: a structured-concurrency runtime, on trio, for LLM agents that stream.
+
+The public surface (DESIGN §4)::
+
+    async with trio_agent.open_runtime(model=model, tools=[calculator]) as runtime:
+        session = await runtime.open_session("s1")
+        async with session.subscribe(after=0) as events:
+            await session.send("what is 2+2?")
+            async for event in events: ...
+
+Submodules: :mod:`trio_agent.events` (event types and the wire codec),
+:mod:`trio_agent.models` (the model protocol and providers), :mod:`trio_agent.testing`
+(helpers for testing agents).
+"""
+
+from ._bus import (
+    DEFAULT_CAPACITY,
+    DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_LOG_MAX_EVENTS,
+    DEFAULT_STALL_TIMEOUT,
+    MAX_CAPACITY,
+    BusStatistics,
+    EventBus,
+    EventLog,
+    LogTrimmed,
+    SubscriberEvicted,
+    SubscriberStatistics,
+    Subscription,
+)
+from ._reduce import ReduceError, State, Text, ToolCallState, initial_state, reduce
+from ._server import AgentServer, ServerLimits, serve_websocket
+from ._session import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_TOOL_CONCURRENCY,
+    DEFAULT_TOOL_TIMEOUT,
+    Runtime,
+    Session,
+    SessionLimitError,
+    SessionStateError,
+    open_runtime,
+)
+from ._tools import Tool, ToolOutcome, ToolRegistry, calculator, sleep, tool
+from .events import Event, ProtocolError
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_LOG_MAX_BYTES",
+    "DEFAULT_LOG_MAX_EVENTS",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_STALL_TIMEOUT",
+    "DEFAULT_TOOL_CONCURRENCY",
+    "DEFAULT_TOOL_TIMEOUT",
+    "MAX_CAPACITY",
+    "AgentServer",
+    "BusStatistics",
+    "Event",
+    "EventBus",
+    "EventLog",
+    "LogTrimmed",
+    "ProtocolError",
+    "ReduceError",
+    "Runtime",
+    "ServerLimits",
+    "Session",
+    "SessionLimitError",
+    "SessionStateError",
+    "State",
+    "SubscriberEvicted",
+    "SubscriberStatistics",
+    "Subscription",
+    "Text",
+    "Tool",
+    "ToolCallState",
+    "ToolOutcome",
+    "ToolRegistry",
+    "calculator",
+    "initial_state",
+    "open_runtime",
+    "reduce",
+    "serve_websocket",
+    "sleep",
+    "tool",
+]
+
+__version__ = "0.1.0"

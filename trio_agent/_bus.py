@@ -1,0 +1,621 @@
+"""The session log and the bus: one writer, bounded fan-out, replay-then-live.
+
+``EventBus.publish`` is the single point where a session's facts become events: it
+reduces the event (an illegal event raises and changes nothing), assigns the next
+``seq``, appends to the bounded :class:`EventLog`, and hands the event to every
+subscriber — all synchronously, with no checkpoint in between, so ``seq`` is gapless
+however many tasks publish.
+
+Each :class:`Subscription` is a bounded channel (a ``ReceiveChannel``) with a policy:
+
+- ``block`` (lossless): when its buffer is full, the publisher waits for room before it
+  publishes anything (so a publisher cancelled while waiting has published nothing, and
+  no subscriber misses an event another one got).  A subscriber that makes no progress
+  for ``stall_timeout`` is evicted: it drains what it holds, then ``receive`` raises
+  :class:`SubscriberEvicted` with the reason and the last seq it got, so it can
+  re-attach with ``after=`` and replay.
+- ``drop_oldest`` (lossy): never blocks the publisher; a full buffer drops its oldest
+  event and counts it.
+
+Why not ``trio.open_memory_channel``: a lossless fan-out must wait for room in *every*
+channel before committing an event (trio's channels can only wait by sending), a
+``drop_oldest`` channel must drop from the sending side, and an evicted subscriber must
+learn why.  The buffers here are plain bounded deques with ``ParkingLot`` wake-ups — the
+same design as trio's memory channels, with those three additions.
+
+Replay-then-live has no seam: a subscriber created with ``after=`` reads the log from a
+cursor, and switches to its live buffer in the same synchronous step in which the cursor
+reaches the newest event.  The publisher never writes into a replaying subscriber's
+buffer (the events are in the log), so nothing is delivered twice and nothing is missed,
+and a replaying subscriber never holds the publisher back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import asynccontextmanager
+from typing import Final, Literal
+
+import attrs
+import trio
+from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from . import events as ev
+from ._reduce import State, initial_state, reduce
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_LOG_MAX_BYTES",
+    "DEFAULT_LOG_MAX_EVENTS",
+    "DEFAULT_STALL_TIMEOUT",
+    "MAX_CAPACITY",
+    "BusStatistics",
+    "EventBus",
+    "EventLog",
+    "LogTrimmed",
+    "SubscriberEvicted",
+    "SubscriberStatistics",
+    "Subscription",
+]
+
+DEFAULT_LOG_MAX_EVENTS: Final = 100_000
+"""Events a session log keeps.  A long agent run is tens of thousands of events (one per
+token); keeping 100k lets a client that reconnects after a long run replay all of it,
+while capping a session at roughly 20–40 MB in the worst case."""
+
+DEFAULT_LOG_MAX_BYTES: Final = 32 * 1024 * 1024
+"""Approximate bytes a session log keeps (see :func:`_size`).  Caps sessions whose events
+are large (big tool results) before the count limit does."""
+
+DEFAULT_CAPACITY: Final = 256
+"""Events a subscriber buffers.  Large enough that a consumer that drains in batches
+(one WebSocket frame per batch) rarely makes the publisher wait; small enough that a
+stalled consumer pins little memory (events are shared with the log, not copied)."""
+
+MAX_CAPACITY: Final = 65_536
+"""The largest capacity a subscriber may ask for: the bound on what one subscriber can
+pin, and on how far it may lag behind the log."""
+
+DEFAULT_STALL_TIMEOUT: Final = 10.0
+"""Seconds a lossless subscriber may hold the publisher with a full buffer and no
+progress before it is evicted.  Long enough for a slow network hiccup, short enough that
+one frozen browser tab cannot pause a run for long."""
+
+_EVENT_OVERHEAD: Final = 200
+"""Bytes counted per event on top of its text (object header, slots, the floats and
+ints): the byte budget is an estimate, computed in O(1) on the publish path."""
+
+Policy = Literal["block", "drop_oldest"]
+POLICIES: Final = ("block", "drop_oldest")
+
+
+def _size(event: ev.Event) -> int:
+    """An estimate of what ``event`` costs to keep, without encoding it."""
+    kind = type(event)
+    if kind is ev.TokenStream or kind is ev.Reasoning:
+        return _EVENT_OVERHEAD + len(event.text)  # type: ignore[attr-defined]
+    if kind is ev.ToolCallDelta:
+        return _EVENT_OVERHEAD + len(event.delta)  # type: ignore[attr-defined]
+    return _EVENT_OVERHEAD + len(event.to_wire())
+
+
+class LogTrimmed(Exception):
+    """Events after ``after`` were asked for, but the log no longer holds them all."""
+
+    def __init__(self, after: int, oldest: int) -> None:
+        super().__init__(
+            f"events after seq {after} were trimmed from the log; "
+            f"the oldest seq still held is {oldest}"
+        )
+        self.after = after
+        self.oldest = oldest
+
+
+class SubscriberEvicted(trio.BrokenResourceError):
+    """The bus evicted this subscriber; ``reason`` says why, ``last_seq`` is the last
+    event it received (re-attach with ``after=last_seq`` to replay the rest)."""
+
+    def __init__(self, reason: str, last_seq: int) -> None:
+        super().__init__(f"subscriber evicted: {reason} (last seq received: {last_seq})")
+        self.reason = reason
+        self.last_seq = last_seq
+
+
+class EventLog:
+    """The bounded, ordered log of one session's events.
+
+    Bounded by a count and an approximate byte budget; the oldest events are trimmed
+    first.  Index access is O(1) (a list with a moving head, compacted in amortized
+    O(1)), so a replay cursor reads any position cheaply.
+    """
+
+    def __init__(
+        self,
+        max_events: int = DEFAULT_LOG_MAX_EVENTS,
+        max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    ) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError(
+                f"log bounds must be positive, got max_events={max_events}, max_bytes={max_bytes}"
+            )
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._events: list[ev.Event] = []
+        self._sizes: list[int] = []
+        self._head = 0  # index of the oldest event still held
+        self._first_seq = 1  # seq of self._events[self._head]
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._events) - self._head
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq held (``last_seq + 1`` when empty)."""
+        return self._first_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq appended (0 before the first)."""
+        return self._first_seq + len(self) - 1
+
+    def append(self, event: ev.Event) -> None:
+        if event.seq != self.last_seq + 1:
+            raise ValueError(f"log append of seq {event.seq}, expected {self.last_seq + 1}")
+        size = _size(event)
+        events = self._events
+        events.append(event)
+        self._sizes.append(size)
+        self.bytes += size
+        if len(events) - self._head > self.max_events or self.bytes > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        events = self._events
+        while len(events) - self._head > self.max_events or (
+            self.bytes > self.max_bytes and len(events) - self._head > 1
+        ):
+            self.bytes -= self._sizes[self._head]
+            self._head += 1
+            self._first_seq += 1
+        if self._head > 1024 and self._head * 2 > len(events):
+            del events[: self._head]
+            del self._sizes[: self._head]
+            self._head = 0
+
+    def get(self, seq: int) -> ev.Event:
+        """The event with ``seq``; raises :class:`LogTrimmed` if it is gone."""
+        if seq < self._first_seq:
+            raise LogTrimmed(seq - 1, self._first_seq)
+        if seq > self.last_seq:
+            raise IndexError(f"seq {seq} is not in the log yet (last seq: {self.last_seq})")
+        return self._events[self._head + seq - self._first_seq]
+
+    def replay(self, after: int = 0) -> list[ev.Event]:
+        """Exactly the events with ``seq > after``, oldest first.
+
+        Raises :class:`LogTrimmed` when some of them were trimmed away — never a silent
+        gap.
+        """
+        if after < 0:
+            raise ValueError(f"after must be >= 0, got {after}")
+        if after + 1 < self._first_seq:
+            raise LogTrimmed(after, self._first_seq)
+        start = self._head + max(0, after + 1 - self._first_seq)
+        return self._events[start:]
+
+    def __iter__(self) -> Iterator[ev.Event]:
+        return iter(self._events[self._head :])
+
+
+@attrs.frozen(slots=True)
+class SubscriberStatistics:
+    """One subscriber, as seen by ``EventBus.statistics()``."""
+
+    id: int
+    policy: str
+    capacity: int
+    buffered: int
+    peak: int
+    delivered: int
+    dropped: int
+    replaying: bool
+    evicted: str | None
+    tasks_waiting_receive: int
+
+
+@attrs.frozen(slots=True)
+class BusStatistics:
+    """A session's bus: its log and its subscribers."""
+
+    log_events: int
+    log_bytes: int
+    first_seq: int
+    last_seq: int
+    publishers_waiting: int
+    subscribers: tuple[SubscriberStatistics, ...]
+
+
+class Subscription(trio.abc.ReceiveChannel[ev.Event]):
+    """A bounded channel of one subscriber's events, in ``seq`` order.
+
+    Made by ``EventBus.subscribe``.  ``receive()`` blocks until an event is there;
+    ``receive_nowait()`` raises ``trio.WouldBlock`` instead; ``receive_batch_nowait()``
+    drains what is waiting (how a consumer batches when it is behind).  When the
+    session closes, the buffered events are delivered, then ``trio.EndOfChannel``.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        sub_id: int,
+        types: frozenset[str] | None,
+        capacity: int,
+        policy: Policy,
+        stall_timeout: float,
+        cursor: int | None,
+    ) -> None:
+        self._bus = bus
+        self.id = sub_id
+        self.types = types
+        self.capacity = capacity
+        self.policy: Policy = policy
+        self.stall_timeout = stall_timeout
+        self._buffer: deque[ev.Event] = deque()
+        self._cursor = cursor  # last seq read from the log while replaying; None: live
+        self._receivers = ParkingLot()  # receive() waiting for an event
+        self._room = ParkingLot()  # publishers waiting for room in the buffer
+        self._closed = False
+        self._ended = False  # the bus closed: drain, then EndOfChannel
+        self._evicted: str | None = None
+        self._trimmed: LogTrimmed | None = None
+        self.peak = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.last_seq = cursor if cursor is not None else bus.log.last_seq
+
+    def matches(self, event: ev.Event) -> bool:
+        return self.types is None or event.type in self.types
+
+    @property
+    def replaying(self) -> bool:
+        return self._cursor is not None
+
+    # ---- receiving ----------------------------------------------------------------
+
+    def _replay_next(self) -> ev.Event | None:
+        """The next matching event from the log, or None once caught up (then live)."""
+        log = self._bus.log
+        assert self._cursor is not None
+        while self._cursor < log.last_seq:
+            try:
+                event = log.get(self._cursor + 1)
+            except LogTrimmed:
+                self._trimmed = LogTrimmed(self._cursor, log.first_seq)
+                self._bus._detach(self)
+                raise self._trimmed from None
+            self._cursor += 1
+            if self.matches(event):
+                return event
+        # Caught up: from now on the publisher fills our buffer.  Same synchronous step
+        # as the last log read, so no event can fall between the two.
+        self._cursor = None
+        self._bus._go_live(self)
+        return None
+
+    def receive_nowait(self) -> ev.Event:
+        if self._closed:
+            raise trio.ClosedResourceError("subscription was closed")
+        if self._trimmed is not None:
+            raise self._trimmed
+        if self._cursor is not None:
+            event = self._replay_next()
+            if event is not None:
+                self.delivered += 1
+                self.last_seq = event.seq
+                return event
+        if self._buffer:
+            event = self._buffer.popleft()
+            self.delivered += 1
+            self.last_seq = event.seq
+            if self._room:
+                self._room.unpark_all()
+            return event
+        if self._evicted is not None:
+            raise SubscriberEvicted(self._evicted, self.last_seq)
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    def receive_batch_nowait(self, max_events: int | None = None) -> list[ev.Event]:
+        """Every event waiting (at most ``max_events``), oldest first.
+
+        Raises like ``receive_nowait`` when nothing is waiting.
+        """
+        batch = [self.receive_nowait()]
+        limit = max_events if max_events is not None else MAX_CAPACITY
+        try:
+            while len(batch) < limit:
+                batch.append(self.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, SubscriberEvicted, LogTrimmed):
+            pass  # raised again by the next call
+        return batch
+
+    async def receive(self) -> ev.Event:
+        await checkpoint_if_cancelled()
+        while True:
+            try:
+                event = self.receive_nowait()
+            except trio.WouldBlock:
+                await self._receivers.park()
+                continue
+            await cancel_shielded_checkpoint()
+            return event
+
+    async def receive_batch(self, max_events: int | None = None) -> list[ev.Event]:
+        """Wait for at least one event, then return every event waiting."""
+        await checkpoint_if_cancelled()
+        while True:
+            try:
+                batch = self.receive_batch_nowait(max_events)
+            except trio.WouldBlock:
+                await self._receivers.park()
+                continue
+            await cancel_shielded_checkpoint()
+            return batch
+
+    # ---- closing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Detach from the bus.  Synchronous, idempotent, not a checkpoint."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bus._detach(self, forget=True)
+        self._buffer.clear()
+        self._receivers.unpark_all()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def _evict(self, reason: str) -> None:
+        self._evicted = reason
+        self._bus._detach(self)
+        self._receivers.unpark_all()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._receivers.unpark_all()
+        self._room.unpark_all()
+
+    def statistics(self) -> SubscriberStatistics:
+        return SubscriberStatistics(
+            id=self.id,
+            policy=self.policy,
+            capacity=self.capacity,
+            buffered=len(self._buffer),
+            peak=self.peak,
+            delivered=self.delivered,
+            dropped=self.dropped,
+            replaying=self._cursor is not None,
+            evicted=self._evicted,
+            tasks_waiting_receive=len(self._receivers),
+        )
+
+
+class EventBus:
+    """One session's log, reduced state and subscribers.  See the module docstring."""
+
+    def __init__(
+        self,
+        session: str,
+        *,
+        log: EventLog | None = None,
+        state: State | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.session = session
+        self.log = log if log is not None else EventLog()
+        self.state = state if state is not None else initial_state(session)
+        self._clock = clock
+        self._live: list[Subscription] = []  # every subscriber not replaying
+        self._blocking: list[Subscription] = []  # the live ones with policy "block"
+        self._subscribers: list[Subscription] = []
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._waiting = 0
+
+    # ---- publishing ---------------------------------------------------------------
+
+    def _full(self, event: ev.Event) -> Subscription | None:
+        for sub in self._blocking:
+            if len(sub._buffer) >= sub.capacity and sub.matches(event):
+                return sub
+        return None
+
+    def publish_nowait(self, event: ev.Event) -> ev.Event:
+        """Publish ``event`` now and return it stamped with session, seq and time.
+
+        Raises ``trio.WouldBlock`` (publishing nothing) if a lossless subscriber is
+        full, :class:`~trio_agent._reduce.ReduceError` (changing nothing) if the event
+        is illegal in the current state, ``trio.ClosedResourceError`` after close.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"session {self.session!r} is closed")
+        if self._blocking and self._full(event) is not None:
+            raise trio.WouldBlock
+        stamped = _stamp(event, self.session, self.log.last_seq + 1, self._clock())
+        self.state = reduce(self.state, stamped)
+        self.log.append(stamped)
+        for sub in self._live:
+            if sub.types is not None and stamped.type not in sub.types:
+                continue
+            buf = sub._buffer
+            if len(buf) >= sub.capacity:  # only drop_oldest gets here
+                buf.popleft()
+                sub.dropped += 1
+            buf.append(stamped)
+            if len(buf) > sub.peak:
+                sub.peak = len(buf)
+            if sub._receivers:
+                sub._receivers.unpark_all()
+        return stamped
+
+    async def publish(self, event: ev.Event) -> ev.Event:
+        """Publish ``event``, first waiting for room in every lossless subscriber.
+
+        A subscriber that stays full with no progress for its ``stall_timeout`` is
+        evicted.  Cancelled while waiting: nothing was published.
+        """
+        await checkpoint_if_cancelled()
+        waited = False
+        while (full := self._full(event)) is not None:
+            waited = True
+            self._waiting += 1
+            try:
+                with trio.move_on_after(full.stall_timeout) as scope:
+                    await full._room.park()
+            finally:
+                self._waiting -= 1
+            if scope.cancelled_caught and full in self._blocking:
+                full._evict(
+                    f"stalled: no progress for {full.stall_timeout:g}s "
+                    f"with {len(full._buffer)} events buffered"
+                )
+        stamped = self.publish_nowait(event)
+        if not waited:
+            await cancel_shielded_checkpoint()
+        return stamped
+
+    # ---- subscribing --------------------------------------------------------------
+
+    def open_subscription(
+        self,
+        *,
+        types: Collection[str] | None = None,
+        after: int | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        policy: Policy = "block",
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> Subscription:
+        """A new subscription; close it when done (or use :meth:`subscribe`)."""
+        if self._closed:
+            raise trio.ClosedResourceError(f"session {self.session!r} is closed")
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be 'block' or 'drop_oldest', got {policy!r}")
+        if not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be positive, got {stall_timeout}")
+        type_set = None if types is None else frozenset(types)
+        if type_set is not None:
+            unknown = sorted(type_set - ev.EVENT_TYPES.keys())
+            if unknown:
+                raise ValueError(f"unknown event types {unknown}")
+        if after is not None:
+            if after < 0:
+                raise ValueError(f"after must be >= 0, got {after}")
+            if after > self.log.last_seq:
+                raise ValueError(
+                    f"after={after} is beyond the newest seq {self.log.last_seq} "
+                    f"of session {self.session!r}"
+                )
+            if after + 1 < self.log.first_seq:
+                raise LogTrimmed(after, self.log.first_seq)
+        cursor = after if after is not None and after < self.log.last_seq else None
+        sub = Subscription(self, next(self._ids), type_set, capacity, policy, stall_timeout, cursor)
+        if after is not None:
+            sub.last_seq = after
+        self._subscribers.append(sub)
+        if cursor is None:
+            self._go_live(sub)
+        return sub
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        *,
+        types: Collection[str] | None = None,
+        after: int | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        policy: Policy = "block",
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> AsyncIterator[Subscription]:
+        """``async with bus.subscribe(...) as events:`` — see :class:`Subscription`.
+
+        With ``after``, the log after that seq comes first, then live events.  Without,
+        only events published from now on.
+        """
+        sub = self.open_subscription(
+            types=types,
+            after=after,
+            capacity=capacity,
+            policy=policy,
+            stall_timeout=stall_timeout,
+        )
+        try:
+            yield sub
+        finally:
+            sub.close()
+
+    def _go_live(self, sub: Subscription) -> None:
+        if self._closed:
+            sub._end()
+            return
+        self._live.append(sub)
+        if sub.policy == "block":
+            self._blocking.append(sub)
+
+    def _detach(self, sub: Subscription, *, forget: bool = False) -> None:
+        """Stop delivering to ``sub``; ``forget`` also drops it from the statistics
+        (on close: an evicted subscriber stays listed until its owner closes it)."""
+        for group in (self._live, self._blocking, self._subscribers if forget else []):
+            if sub in group:
+                group.remove(sub)
+        sub._room.unpark_all()  # a publisher waiting on this subscriber re-checks
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """End every subscription (after it drains).  Idempotent, not a checkpoint."""
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub._end()
+        self._live.clear()
+        self._blocking.clear()
+
+    def statistics(self) -> BusStatistics:
+        return BusStatistics(
+            log_events=len(self.log),
+            log_bytes=self.log.bytes,
+            first_seq=self.log.first_seq,
+            last_seq=self.log.last_seq,
+            publishers_waiting=self._waiting,
+            subscribers=tuple(s.statistics() for s in self._subscribers),
+        )
+
+
+_setattr = object.__setattr__
+
+
+def _stamp(event: ev.Event, session: str, seq: int, ts: float) -> ev.Event:
+    """A copy of ``event`` with the session id, ``seq`` and ``ts`` set.
+
+    Built field by field rather than with ``attrs.evolve``: this is the token hot path,
+    and the fields were validated when ``event`` was made (the three set here are the
+    bus's own).
+    """
+    cls = type(event)
+    new = object.__new__(cls)
+    for name in cls._names:
+        _setattr(new, name, getattr(event, name))
+    _setattr(new, "session", session)
+    _setattr(new, "seq", seq)
+    _setattr(new, "ts", ts)
+    return new

@@ -1,0 +1,164 @@
+"""``trio-agent demo``: one scripted run rendered in the terminal.
+
+What it shows, offline and in about ten seconds: text streaming token by token; a tool
+call whose arguments stream in and then run; a steering message sent mid-run that the
+next step answers; a hard interrupt during a slow tool (the call ends ``cancelled``);
+resume with an instruction; ``done``; then the event timeline and the final state.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from . import events as ev
+from ._session import Session, open_runtime
+from ._tools import DEMO_TOOLS
+from .models._scripted import ScriptedModel
+
+__all__ = ["run_demo"]
+
+PROMPT: Final = "What is (2+3)*7? Then take a short nap."
+STEER: Final = "Also, say hi to everyone watching!"
+RESUME: Final = "Skip the nap and wrap up."
+INTERRUPT_AFTER: Final = 1.0
+"""Seconds into the slow tool before the demo interrupts it."""
+
+_STATUS_STYLE: Final = {
+    "ok": "green",
+    "error": "red",
+    "timeout": "yellow",
+    "cancelled": "magenta",
+}
+
+
+def _summary(e: ev.Event) -> str:
+    d = e.to_dict()
+    for key in ("type", "session", "run", "step", "seq", "ts"):
+        d.pop(key, None)
+    text = ", ".join(f"{k}={v!r}" for k, v in d.items())
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+async def _demo(console: Console, speed: float) -> None:
+    model = ScriptedModel.demo()
+    async with open_runtime(model=model, tools=DEMO_TOOLS) as runtime:
+        session = await runtime.open_session("demo")
+        async with trio.open_nursery() as nursery, session.subscribe(after=0) as events:
+            nursery.start_soon(session.send, PROMPT)
+            await _render(console, session, events, nursery, speed)
+        _report(console, session)
+
+
+async def _interrupt_later(session: Session, delay: float) -> None:
+    await trio.sleep(delay)
+    await session.interrupt("hard", reason="the nap is taking too long")
+
+
+async def _resume_later(session: Session, delay: float) -> None:
+    await trio.sleep(delay)
+    await session.resume(RESUME)
+
+
+async def _render(
+    console: Console, session: Session, events: object, nursery: trio.Nursery, speed: float
+) -> None:
+    steered = False
+    in_text = False
+    streaming_call: str | None = None
+    async for e in events:  # type: ignore[attr-defined]
+        if in_text and not isinstance(e, ev.TokenStream):
+            console.print()
+            in_text = False
+        if isinstance(e, ev.UserInput):
+            label = "steer" if session.state.running and e.step > 0 else "you"
+            console.print(f"[bold cyan]▶ {label}:[/] {e.text}")
+        elif isinstance(e, ev.RunStarted):
+            console.print(f"[dim]── run {e.run} started[/]")
+        elif isinstance(e, ev.Thinking):
+            users = [m.content for m in session.state.messages if m.role == "user"]
+            newest = f" (newest user message in its input: {users[-1]!r})" if users else ""
+            console.print(f"[dim]── step {e.step}: thinking…{newest}[/]")
+        elif isinstance(e, ev.TokenStream):
+            if not in_text:
+                console.print("[bold]assistant:[/] ", end="")
+                in_text = True
+            console.print(e.text, end="", highlight=False)
+            if not steered and e.run == 1 and e.step == 1:
+                steered = True
+                nursery.start_soon(session.send, STEER)
+        elif isinstance(e, ev.ToolCallStart):
+            console.print(f"[yellow]⚙ {e.name}[/](", end="")
+            streaming_call = e.call_id
+        elif isinstance(e, ev.ToolCallDelta):
+            console.print(e.delta, end="", style="yellow", highlight=False, markup=False)
+        elif isinstance(e, ev.ToolCall):
+            if streaming_call is not None:
+                console.print(")")
+                streaming_call = None
+            console.print(f"[yellow]  running {e.name}…[/]")
+            if e.name == "sleep":
+                nursery.start_soon(_interrupt_later, session, INTERRUPT_AFTER / speed)
+        elif isinstance(e, ev.ToolResult):
+            if streaming_call is not None:
+                console.print(")")
+                streaming_call = None
+            style = _STATUS_STYLE.get(e.status, "white")
+            detail = e.result if e.status == "ok" else e.error
+            console.print(f"[{style}]  ↳ {e.status}[/]: {detail}")
+        elif isinstance(e, ev.Interrupt):
+            console.print(f"[magenta]⏸ interrupt ({e.mode}): {e.reason}[/]")
+        elif isinstance(e, ev.Interrupted):
+            console.print(f"[magenta]⏸ interrupted at step {e.step} ({e.mode})[/]")
+            nursery.start_soon(_resume_later, session, 0.5 / speed)
+        elif isinstance(e, ev.Resume):
+            console.print(f"[bold cyan]▶ resume:[/] {e.instruction or ''}")
+        elif isinstance(e, ev.Error):
+            console.print(f"[red]✗ {e.code}: {e.message}[/]")
+        elif isinstance(e, ev.Done):
+            console.print(f"[bold green]■ done ({e.status})[/] usage={dict(e.usage)}")
+            return
+
+
+def _report(console: Console, session: Session) -> None:
+    table = Table(title="event timeline", show_lines=False, header_style="bold")
+    table.add_column("seq", justify="right")
+    table.add_column("type")
+    table.add_column("run/step", justify="center")
+    table.add_column("fields")
+    merged: list[ev.Event] = []
+    for e in session.log:
+        # Consecutive tokens of one step as one row, as the WebSocket frames merge them.
+        last = merged[-1] if merged else None
+        if (
+            isinstance(e, ev.TokenStream)
+            and isinstance(last, ev.TokenStream)
+            and last.step == e.step
+        ):
+            merged[-1] = ev.TokenStream(run=e.run, step=e.step, seq=e.seq, text=last.text + e.text)
+            continue
+        merged.append(e)
+    for e in merged:
+        table.add_row(str(e.seq), e.type, f"{e.run}/{e.step}", _summary(e))
+    console.print(table)
+    s = session.state
+    final = Table(title="final state", show_header=False)
+    final.add_row("status", s.status)
+    final.add_row("run / step", f"{s.run} / {s.step}")
+    final.add_row("events", str(s.seq))
+    final.add_row("messages", ", ".join(m.role for m in s.messages))
+    final.add_row("answer", s.done_text)
+    final.add_row("usage", f"{s.usage.input_tokens} in, {s.usage.output_tokens} out")
+    console.print(final)
+
+
+def run_demo(speed: float = 1.0) -> int:
+    if not speed > 0:
+        raise ValueError(f"speed must be positive, got {speed}")
+    console = Console(highlight=False)
+    console.print("[bold]trio-agent demo[/] — a scripted agent run, offline\n")
+    trio.run(_demo, console, speed)
+    return 0

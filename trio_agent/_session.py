@@ -1,0 +1,732 @@
+"""The runtime, sessions and the agent loop.
+
+Ownership: :func:`open_runtime` owns a nursery; each :class:`Session` is one task in it
+(the agent loop), and each step of a run opens a nursery of its own for the tool calls.
+Leaving the runtime ends every run through the same cleanup path as a cancel, then
+joins every task: none outlives it.
+
+A run is a sequence of steps.  Each step runs inside its own ``trio.CancelScope``:
+
+- the model is called with ``state.messages`` (the reducer's conversation, which holds
+  every steering message accepted before the step began), and its chunks go through
+  the sans-I/O tool-call assembler into events;
+- a tool call whose arguments are complete starts at once in the step's nursery, under
+  the runtime's ``CapacityLimiter``, with a timeout;
+- a hard interrupt (or ``cancel``, or a soft interrupt whose grace ran out) cancels the
+  step's scope now; a soft interrupt waits for the step boundary.  Either way the step
+  leaves through one cleanup path: every tool call still open gets its ``tool_result``
+  (``cancelled``), then at the boundary the run publishes ``interrupted`` (or ``done``).
+
+The model stream runs in the agent-loop task itself rather than in a producer task
+joined by a channel: the assembler is synchronous, so a channel hop per token would buy
+nothing and cost a task switch per chunk.  Tool calls are tasks, since they run
+concurrently with the stream and with each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, Final, Literal
+
+import trio
+
+from . import events as ev
+from ._assembler import (
+    ArgumentsDelta,
+    CallCut,
+    CallReady,
+    CallStarted,
+    Fact,
+    ToolCallAssembler,
+)
+from ._bus import (
+    DEFAULT_CAPACITY,
+    DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_LOG_MAX_EVENTS,
+    DEFAULT_STALL_TIMEOUT,
+    BusStatistics,
+    EventBus,
+    EventLog,
+    Policy,
+    Subscription,
+)
+from ._reduce import ReduceError, State
+from ._tools import Tool, ToolRegistry, execute_tool
+from .models._base import (
+    Chunk,
+    Finish,
+    Model,
+    ModelError,
+    ReasoningDelta,
+    Retrying,
+    TextDelta,
+    ToolCallChunk,
+    ToolCallEnd,
+    Usage,
+)
+
+__all__ = [
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_TOOL_CONCURRENCY",
+    "DEFAULT_TOOL_TIMEOUT",
+    "Runtime",
+    "Session",
+    "SessionLimitError",
+    "SessionStateError",
+    "open_runtime",
+]
+
+logger = logging.getLogger("trio_agent")
+
+DEFAULT_MAX_STEPS: Final = 25
+"""Steps one run may take before it ends ``failed``: a model that keeps calling tools
+is a runaway, and each step costs a model call."""
+
+DEFAULT_TOOL_CONCURRENCY: Final = 8
+"""Tool calls running at once per runtime (a ``CapacityLimiter``): models ask for a few
+parallel calls per step; this bounds threads and sockets when many sessions do."""
+
+DEFAULT_TOOL_TIMEOUT: Final = 60.0
+"""Seconds a tool call may run before it ends with status ``timeout`` (a tool can set
+its own)."""
+
+DEFAULT_MAX_SESSIONS: Final = 10_000
+"""Sessions one runtime holds.  An idle session is a parked task and a small log;
+10,000 of them is well under a gigabyte."""
+
+YIELD_EVERY: Final = 64
+"""Events the agent loop publishes without waiting before it yields to the scheduler,
+so that a model that streams without I/O (the scripted one, with no delay) cannot
+starve other sessions or hold off a hard interrupt for long."""
+
+SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+"""Session ids: 1–64 characters, URL- and log-safe."""
+
+
+class SessionStateError(RuntimeError):
+    """A command that makes no sense in the session's current state (nothing changed)."""
+
+
+class SessionLimitError(RuntimeError):
+    """The runtime holds as many sessions as it may."""
+
+
+def validate_session_id(session_id: object) -> str:
+    if not isinstance(session_id, str) or SESSION_ID_RE.fullmatch(session_id) is None:
+        raise ValueError(
+            f"invalid session id {session_id!r}: use 1 to 64 characters from A-Z a-z 0-9 _ . -"
+        )
+    return session_id
+
+
+InterruptMode = Literal["soft", "hard"]
+
+
+class Session:
+    """One conversation: its event bus (log, reduced state, subscribers) and its agent
+    loop.  Made by ``Runtime.open_session``."""
+
+    def __init__(self, runtime: Runtime, session_id: str, bus: EventBus) -> None:
+        self.id = session_id
+        self._runtime = runtime
+        self.bus = bus
+        self._commands = trio.Lock()  # commands are checked and applied one at a time
+        self._wake = trio.Event()  # the loop waits on this for a run, resume or cancel
+        self._run_ended = trio.Event()
+        self._step_scope: trio.CancelScope | None = None
+        self._interrupt: tuple[InterruptMode, str] | None = None
+        self._cancel_requested = False
+        self._shutting_down = False
+        self._since_yield = 0
+
+    # ---- what the session shows -------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The reduced state (the fold of the log)."""
+        return self.bus.state
+
+    @property
+    def log(self) -> EventLog:
+        return self.bus.log
+
+    def subscribe(
+        self,
+        *,
+        types: Collection[str] | None = None,
+        after: int | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        policy: Policy = "block",
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> Any:
+        """``async with session.subscribe(...) as events`` — see ``EventBus.subscribe``."""
+        return self.bus.subscribe(
+            types=types,
+            after=after,
+            capacity=capacity,
+            policy=policy,
+            stall_timeout=stall_timeout,
+        )
+
+    def open_subscription(self, **kwargs: Any) -> Subscription:
+        return self.bus.open_subscription(**kwargs)
+
+    def statistics(self) -> BusStatistics:
+        return self.bus.statistics()
+
+    async def publish(self, event: ev.Event) -> ev.Event:
+        return await self.bus.publish(event)
+
+    def publish_nowait(self, event: ev.Event) -> ev.Event:
+        return self.bus.publish_nowait(event)
+
+    # ---- commands -------------------------------------------------------------------
+
+    def _refuse(self, command: str, expected: str) -> SessionStateError:
+        return SessionStateError(
+            f"can't {command} session {self.id!r}: it is {self.state.status}, not {expected}"
+        )
+
+    async def _accept(self, command: str, expected: str, *events: ev.Event) -> None:
+        """Publish a command's acknowledgement events, all or none.
+
+        The state was checked before, but publishing may wait for a full subscriber,
+        and the run may move on meanwhile: an event the reducer then refuses becomes a
+        ``SessionStateError`` (nothing was published).  Once the first event is out,
+        the rest are published even if the caller is cancelled.
+        """
+        try:
+            await self.bus.publish(events[0])
+        except ReduceError:
+            raise self._refuse(command, expected) from None
+        with trio.CancelScope(shield=True):
+            for event in events[1:]:
+                await self.bus.publish(event)
+
+    async def send(self, text: str) -> None:
+        """A user message: starts a run when none is going; steers a running one (the
+        text enters the model's input at the next step boundary); resumes an
+        interrupted one with it.  Returns once the ``user_input`` event is published."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        async with self._commands:
+            s = self.state
+            if s.status in ("idle", "done", "error"):
+                await self._accept(
+                    "send to",
+                    "idle",
+                    ev.UserInput(run=s.run + 1, text=text),
+                    ev.RunStarted(run=s.run + 1),
+                )
+                self._start_run()
+            elif s.status == "interrupted":
+                await self._accept(
+                    "send to",
+                    "interrupted",
+                    ev.UserInput(run=s.run, step=s.step, text=text),
+                    ev.Resume(run=s.run, step=s.step),
+                )
+                self._interrupt = None
+                self._wake.set()
+            else:
+                await self._accept(
+                    "send to", "running", ev.UserInput(run=s.run, step=s.step, text=text)
+                )
+
+    async def interrupt(
+        self, mode: InterruptMode = "soft", reason: str = "", grace: float | None = None
+    ) -> None:
+        """Pause the run: ``hard`` cancels the step now; ``soft`` at the step boundary
+        (escalating to hard after ``grace`` seconds, if given).  Either way the run
+        publishes ``interrupted`` and waits for ``resume`` (or ``send``, or
+        ``cancel``)."""
+        if mode not in ("soft", "hard"):
+            raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
+        if grace is not None and (mode != "soft" or not grace >= 0):
+            raise ValueError(
+                f"grace must be a non-negative number of seconds on a soft interrupt, "
+                f"got grace={grace!r} with mode={mode!r}"
+            )
+        async with self._commands:
+            s = self.state
+            if not s.running:
+                raise self._refuse("interrupt", "running")
+            if self._cancel_requested:
+                raise SessionStateError(
+                    f"can't interrupt session {self.id!r}: it is being cancelled"
+                )
+            if self._interrupt is not None and (self._interrupt[0] == "hard" or mode == "soft"):
+                raise SessionStateError(
+                    f"can't interrupt session {self.id!r}: a {self._interrupt[0]} "
+                    "interrupt is already pending"
+                )
+            await self._accept(
+                "interrupt",
+                "running",
+                ev.Interrupt(run=s.run, step=s.step, mode=mode, reason=reason, grace=grace),
+            )
+            self._interrupt = (mode, reason)
+            scope = self._step_scope
+            if scope is not None:
+                if mode == "hard":
+                    scope.cancel()
+                elif grace is not None:
+                    scope.deadline = min(scope.deadline, trio.current_time() + grace)
+
+    async def resume(self, instruction: str | None = None) -> None:
+        """Continue an interrupted run; ``instruction`` becomes a new user message."""
+        if instruction is not None and not isinstance(instruction, str):
+            raise TypeError(f"instruction must be str or None, got {type(instruction).__name__}")
+        async with self._commands:
+            s = self.state
+            if s.status != "interrupted":
+                raise self._refuse("resume", "interrupted")
+            await self._accept(
+                "resume",
+                "interrupted",
+                ev.Resume(run=s.run, step=s.step, instruction=instruction),
+            )
+            self._interrupt = None
+            self._wake.set()
+
+    async def cancel(self) -> None:
+        """End the run (running or interrupted) with ``done`` ``cancelled``; returns
+        once ``done`` is published."""
+        async with self._commands:
+            s = self.state
+            if not (s.running or s.status == "interrupted"):
+                raise self._refuse("cancel", "running or interrupted")
+            ended = self._run_ended
+            self._request_cancel()
+        await ended.wait()
+
+    def _request_cancel(self) -> None:
+        self._cancel_requested = True
+        if self._step_scope is not None:
+            self._step_scope.cancel()
+        self._wake.set()
+
+    def _start_run(self) -> None:
+        self._cancel_requested = False
+        self._interrupt = None
+        self._run_ended = trio.Event()
+        self._wake.set()
+
+    # ---- the agent loop -------------------------------------------------------------
+
+    async def _serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                if self.state.running:
+                    try:
+                        await self._run()
+                    except Exception as exc:
+                        await self._fail(exc)
+                    finally:
+                        self._run_ended.set()
+                else:
+                    await self._sleep()
+        finally:
+            self.bus.close()
+
+    async def _fail(self, exc: Exception) -> None:
+        """An internal error ended the run: say so in the log, keep the session."""
+        logger.error("session %r: run failed with an internal error", self.id, exc_info=exc)
+        s = self.state
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            await self._emit_shielded(
+                ev.Error(run=s.run, step=s.step, code="internal", message=message)
+            )
+            if self.state.running or self.state.status == "interrupted":
+                await self._emit_shielded(ev.Done(run=s.run, step=s.step, status="failed", text=""))
+        except Exception:  # the log itself refuses: nothing more can be said there
+            logger.exception("session %r: could not record an internal error", self.id)
+
+    async def _sleep(self) -> None:
+        """Wait until a command wakes the loop (callers re-check the state after)."""
+        await self._wake.wait()
+        self._wake = trio.Event()
+
+    async def _emit(self, event: ev.Event) -> ev.Event:
+        """Publish from the loop: no scheduler round-trip unless a subscriber is full
+        (or ``YIELD_EVERY`` events went out without one)."""
+        try:
+            stamped = self.bus.publish_nowait(event)
+        except trio.WouldBlock:
+            self._since_yield = 0
+            return await self.bus.publish(event)
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            await trio.lowlevel.checkpoint()
+        return stamped
+
+    async def _emit_shielded(self, event: ev.Event) -> None:
+        """Publish during cleanup, even though the scope around is cancelled.  Bounded:
+        a full lossless subscriber is evicted after its stall timeout."""
+        with trio.CancelScope(shield=True):
+            await self.bus.publish(event)
+
+    async def _run(self) -> None:
+        """One run, from ``run_started`` (already published) to ``done``."""
+        run = self.state.run
+        max_steps = self._runtime.max_steps
+        usage = Usage()
+
+        def done(status: str) -> ev.Done:
+            step = self.state.step
+            return ev.Done(
+                run=run, step=step, status=status, text=self._answer(), usage=_usage(usage)
+            )
+
+        try:
+            while True:
+                # ---- the step boundary ----
+                step = self.state.step
+                if self._cancel_requested:
+                    await self._emit_shielded(done("cancelled"))
+                    return
+                if self._interrupt is not None:
+                    mode, reason = self._interrupt
+                    await self._emit_shielded(
+                        ev.Interrupted(run=run, step=step, mode=mode, reason=reason)
+                    )
+                    while self.state.status == "interrupted" and not self._cancel_requested:
+                        await self._sleep()
+                    continue
+                if step >= max_steps:
+                    await self._emit_shielded(
+                        ev.Error(
+                            run=run,
+                            step=step,
+                            code="max_steps",
+                            message=f"run {run} reached the limit of {max_steps} steps "
+                            "(max_steps) without an answer",
+                        )
+                    )
+                    await self._emit_shielded(done("failed"))
+                    return
+                outcome = await self._step(run, step + 1)
+                usage = usage + outcome.usage
+                if outcome.error is not None:
+                    await self._emit_shielded(
+                        ev.Error(
+                            run=run,
+                            step=step + 1,
+                            code=outcome.error.code,
+                            message=outcome.error.message,
+                            retryable=False,
+                        )
+                    )
+                    await self._emit_shielded(done("failed"))
+                    return
+                if (
+                    outcome.completed
+                    and not self.state.pending_inputs
+                    and (self._interrupt is None or self._interrupt[0] == "soft")
+                    and not self._cancel_requested
+                ):
+                    # A soft interrupt pending when the last step completes has nothing
+                    # left to pause: the run is done.
+                    await self._emit(done("completed"))
+                    return
+        finally:
+            # Leaving without ``done`` (the runtime is closing): the run ends cancelled,
+            # after the step's own cleanup closed its tool calls.
+            s = self.state
+            if s.run == run and (s.running or s.status == "interrupted"):
+                await self._emit_shielded(done("cancelled"))
+
+    def _answer(self) -> str:
+        """The run's answer so far: the newest assistant text."""
+        s = self.state
+        text = str(s.text)
+        if text or s.step_open:
+            return text
+        for m in reversed(s.messages):
+            if m.role == "assistant":
+                return m.content
+            if m.role == "user":
+                break
+        return ""
+
+    async def _step(self, run: int, step: int) -> _StepOutcome:
+        """One step in its own cancel scope.  Every way out — completed, interrupted,
+        cancelled, failed, or the runtime closing — passes the same cleanup: each tool
+        call left open gets its ``cancelled`` result."""
+        outcome = _StepOutcome()
+        scope = trio.CancelScope()
+        try:
+            with scope:
+                self._step_scope = scope
+                await self._emit(ev.Thinking(run=run, step=step))
+                await self._stream_and_act(run, step, outcome)
+        finally:
+            self._step_scope = None
+            if (
+                scope.cancelled_caught
+                and self._interrupt is not None
+                and self._interrupt[0] == "soft"
+                and not self._cancel_requested
+            ):
+                # The scope's deadline was the soft interrupt's grace: it escalated.
+                reason = self._interrupt[1]
+                reason = f"grace period ran out: {reason}" if reason else "grace period ran out"
+                self._interrupt = ("hard", reason)
+                await self._emit_shielded(
+                    ev.Interrupt(run=run, step=step, mode="hard", reason=reason)
+                )
+            await self._close_open_calls(run, step, self._why_cut(outcome))
+        outcome.interrupted = scope.cancelled_caught
+        return outcome
+
+    async def _stream_and_act(self, run: int, step: int, outcome: _StepOutcome) -> None:
+        """Stream the model call into events; start each tool call as soon as its
+        arguments are complete; return when the stream ended and every call did."""
+        runtime = self._runtime
+        assembler = ToolCallAssembler(id_prefix=f"call_r{run}s{step}_")
+        async with trio.open_nursery() as tools:
+            try:
+                stream = runtime.model.stream(self.state.messages, runtime.registry.specs())
+                async with aclosing(stream) as chunks:  # type: ignore[type-var]
+                    async for chunk in chunks:
+                        if isinstance(chunk, ToolCallChunk | ToolCallEnd):
+                            await self._facts(run, step, assembler.feed(chunk), tools, outcome)
+                        else:
+                            await self._chunk(run, step, chunk, outcome)
+                await self._facts(run, step, assembler.finish(), tools, outcome)
+            except ModelError as exc:
+                outcome.error = exc
+            except Exception as exc:
+                # A model that fails in some other way (a bug, an unwrapped library
+                # error, a chunk sequence the assembler refuses): the run fails with
+                # what happened, and the runtime carries on.
+                outcome.error = ModelError("model_error", f"{type(exc).__name__}: {exc}")
+            if outcome.error is not None:
+                tools.cancel_scope.cancel()
+                if assembler.state == "open":
+                    await self._facts(run, step, assembler.cut(), tools, outcome)
+
+    async def _chunk(self, run: int, step: int, chunk: Chunk, outcome: _StepOutcome) -> None:
+        if isinstance(chunk, TextDelta):
+            if chunk.text:
+                await self._emit(ev.TokenStream(run=run, step=step, text=chunk.text))
+        elif isinstance(chunk, ReasoningDelta):
+            if chunk.text:
+                await self._emit(ev.Reasoning(run=run, step=step, text=chunk.text))
+        elif isinstance(chunk, Retrying):
+            message = f"{chunk.message} (attempt {chunk.attempt}; retrying in {chunk.delay:.1f}s)"
+            await self._emit(
+                ev.Error(run=run, step=step, code=chunk.code, message=message, retryable=True)
+            )
+        elif isinstance(chunk, Finish) and chunk.usage is not None:
+            outcome.usage = outcome.usage + chunk.usage
+
+    async def _facts(
+        self,
+        run: int,
+        step: int,
+        facts: Iterable[Fact],
+        tools: trio.Nursery,
+        outcome: _StepOutcome,
+    ) -> None:
+        """Publish what the assembler made of the stream; start complete calls."""
+        for fact in facts:
+            if isinstance(fact, CallStarted):
+                outcome.made_calls = True
+                await self._emit(
+                    ev.ToolCallStart(run=run, step=step, call_id=fact.call_id, name=fact.name)
+                )
+            elif isinstance(fact, ArgumentsDelta):
+                await self._emit(
+                    ev.ToolCallDelta(run=run, step=step, call_id=fact.call_id, delta=fact.delta)
+                )
+            elif isinstance(fact, CallReady):
+                if fact.error is not None:
+                    await self._emit(
+                        ev.ToolResult(
+                            run=run,
+                            step=step,
+                            call_id=fact.call_id,
+                            status="error",
+                            error=fact.error,
+                        )
+                    )
+                    continue
+                arguments = dict(fact.arguments or {})
+                await self._emit(
+                    ev.ToolCall(
+                        run=run,
+                        step=step,
+                        call_id=fact.call_id,
+                        name=fact.name,
+                        arguments=arguments,
+                    )
+                )
+                tools.start_soon(self._call_tool, run, step, fact.call_id, fact.name, arguments)
+            elif isinstance(fact, CallCut):
+                await self._emit(
+                    ev.ToolResult(
+                        run=run,
+                        step=step,
+                        call_id=fact.call_id,
+                        status="cancelled",
+                        error="the model stream was cut before the call's arguments were complete",
+                    )
+                )
+
+    async def _call_tool(
+        self, run: int, step: int, call_id: str, name: str, arguments: Mapping[str, Any]
+    ) -> None:
+        runtime = self._runtime
+        result = await execute_tool(
+            runtime.registry, name, arguments, limiter=runtime.limiter, timeout=runtime.tool_timeout
+        )
+        await self._emit(
+            ev.ToolResult(
+                run=run,
+                step=step,
+                call_id=call_id,
+                status=result.status,
+                result=result.result,
+                error=result.error,
+            )
+        )
+
+    def _why_cut(self, outcome: _StepOutcome) -> str:
+        """Why the step's open tool calls are being cancelled, for their results."""
+        if outcome.error is not None:
+            return f"the model call failed: {outcome.error.message}"
+        if self._cancel_requested:
+            return "the run was cancelled"
+        if self._interrupt is not None:
+            mode, reason = self._interrupt
+            return f"{mode} interrupt: {reason}" if reason else f"{mode} interrupt"
+        return "the runtime is closing"
+
+    async def _close_open_calls(self, run: int, step: int, why: str) -> None:
+        """Every tool call of the step still without a result ends ``cancelled``."""
+        for call in self.state.tool_calls:
+            if call.status in ("streaming", "running"):
+                await self._emit_shielded(
+                    ev.ToolResult(
+                        run=run, step=step, call_id=call.call_id, status="cancelled", error=why
+                    )
+                )
+
+
+class _StepOutcome:
+    """What a step came to: whether the model made tool calls, its error, its usage."""
+
+    __slots__ = ("error", "interrupted", "made_calls", "usage")
+
+    def __init__(self) -> None:
+        self.made_calls = False
+        self.interrupted = False
+        self.error: ModelError | None = None
+        self.usage = Usage()
+
+    @property
+    def completed(self) -> bool:
+        """The model answered without tool calls, uninterrupted: the run may end."""
+        return not (self.made_calls or self.interrupted or self.error is not None)
+
+
+def _usage(u: Usage) -> dict[str, int]:
+    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+
+
+class Runtime:
+    """Sessions sharing one model, one tool registry and one tool limiter.  Made by
+    :func:`open_runtime`, which owns the nursery every session task runs in."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        model: Model,
+        tools: Iterable[Tool],
+        *,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        tool_concurrency: int = DEFAULT_TOOL_CONCURRENCY,
+        tool_timeout: float = DEFAULT_TOOL_TIMEOUT,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        log_max_events: int = DEFAULT_LOG_MAX_EVENTS,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self._nursery = nursery
+        self.model = model
+        self.registry = ToolRegistry(tools)
+        self.max_steps = max_steps
+        self.limiter = trio.CapacityLimiter(tool_concurrency)
+        self.tool_timeout = tool_timeout
+        self.max_sessions = max_sessions
+        self.log_max_events = log_max_events
+        self.log_max_bytes = log_max_bytes
+        self._sessions: dict[str, Session] = {}
+        self._closing = False
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        return self._sessions
+
+    async def open_session(self, session_id: str) -> Session:
+        """The session ``session_id``: started now, or the live one with that id."""
+        validate_session_id(session_id)
+        existing = self._sessions.get(session_id)
+        if existing is not None:
+            await trio.lowlevel.checkpoint()
+            return existing
+        if self._closing:
+            raise trio.ClosedResourceError("the runtime is closing")
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionLimitError(
+                f"can't open session {session_id!r}: the runtime already holds "
+                f"{self.max_sessions} sessions (max_sessions)"
+            )
+        bus = EventBus(session_id, log=EventLog(self.log_max_events, self.log_max_bytes))
+        session = Session(self, session_id, bus)
+        self._sessions[session_id] = session
+        await self._nursery.start(session._serve)
+        return session
+
+    def get_session(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+
+@asynccontextmanager
+async def open_runtime(
+    model: Model | None = None,
+    tools: Iterable[Tool] = (),
+    **options: Any,
+) -> AsyncIterator[Runtime]:
+    """``async with open_runtime(model=..., tools=[...]) as runtime:``
+
+    ``model`` defaults to the built-in scripted demo model (offline).  Options:
+    ``max_steps``, ``tool_concurrency``, ``tool_timeout``, ``max_sessions``,
+    ``log_max_events``, ``log_max_bytes``.  On exit every run still going ends
+    ``cancelled`` and every task is joined; the model's ``aclose()`` is called.
+    """
+    if model is None:
+        from .models._scripted import ScriptedModel
+
+        model = ScriptedModel.demo()
+    try:
+        async with trio.open_nursery() as nursery:
+            runtime = Runtime(nursery, model, tools, **options)
+            try:
+                yield runtime
+            finally:
+                runtime._closing = True
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(5):
+                await model.aclose()

@@ -1,0 +1,450 @@
+// trio-agent: the browser page.  One WebSocket per tab to /sessions/{id}; the protocol
+// is in docs/protocol.md.  Every frame is a JSON array of events in seq order.  The page
+// keeps the last seq it has applied and reconnects with ?after= that seq, so the server
+// replays exactly what was missed.  Without `after` (first load, reload) the server
+// sends a `state` snapshot first, and the page renders from it.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const SESSION_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+  let sessionId = params.get("session");
+  if (!sessionId || !SESSION_RE.test(sessionId)) {
+    sessionId = "s-" + Math.random().toString(36).slice(2, 10);
+    params.set("session", sessionId);
+    history.replaceState(null, "", location.pathname + "?" + params.toString());
+  }
+  const token = params.get("token");
+  $("session-id").textContent = sessionId;
+
+  const TIMELINE_MAX = 400;
+  const MERGEABLE = new Set(["token_stream", "reasoning", "tool_call_delta"]);
+
+  // ---- connection state ----
+  let ws = null;
+  let lastSeq = null; // the last seq applied; null: none (ask for a snapshot)
+  let attempts = 0;
+  let reconnectTimer = null;
+  const counters = { frames: 0, events: 0, merged: 0 };
+
+  // ---- view state ----
+  let status = "idle";
+  let interrupting = null;
+  let current = null; // {bubble, text: Text node} of the step being streamed
+  let thinkingEl = null;
+  const cards = new Map(); // call_id -> card element
+
+  const conversation = $("conversation");
+
+  // ---------------------------------------------------------------- rendering helpers
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function nearBottom() {
+    return conversation.scrollHeight - conversation.scrollTop - conversation.clientHeight < 80;
+  }
+
+  function append(node) {
+    const stick = nearBottom();
+    $("empty").hidden = true;
+    if (thinkingEl && thinkingEl.parentNode) conversation.insertBefore(node, thinkingEl);
+    else conversation.appendChild(node);
+    if (stick) conversation.scrollTop = conversation.scrollHeight;
+    return node;
+  }
+
+  function keepBottom(fn) {
+    const stick = nearBottom();
+    fn();
+    if (stick) conversation.scrollTop = conversation.scrollHeight;
+  }
+
+  function userBubble(text, tag) {
+    const b = el("div", "msg user");
+    if (tag) b.appendChild(el("span", "tag", tag));
+    b.appendChild(document.createTextNode(text));
+    return append(b);
+  }
+
+  function assistantBubble(text, streaming) {
+    const b = el("div", "msg assistant" + (streaming ? " streaming" : ""));
+    const span = el("span", "text");
+    const node = document.createTextNode(text || "");
+    span.appendChild(node);
+    b.appendChild(span);
+    append(b);
+    return { bubble: b, text: node };
+  }
+
+  function notice(text, kind) {
+    return append(el("div", "notice" + (kind ? " " + kind : ""), text));
+  }
+
+  function setThinking(on) {
+    if (on && !thinkingEl) {
+      thinkingEl = el("div", "thinking-dots");
+      thinkingEl.append(el("i"), el("i"), el("i"), el("span", "", "thinking"));
+      conversation.appendChild(thinkingEl);
+      conversation.scrollTop = conversation.scrollHeight;
+    } else if (!on && thinkingEl) {
+      thinkingEl.remove();
+      thinkingEl = null;
+    }
+  }
+
+  function endStreaming() {
+    if (current) current.bubble.classList.remove("streaming");
+    current = null;
+  }
+
+  function pretty(value) {
+    if (typeof value === "string") return value;
+    try { return JSON.stringify(value, null, 2); } catch (_) { return String(value); }
+  }
+
+  function toolCard(callId, name) {
+    let card = cards.get(callId);
+    if (card) return card;
+    card = el("div", "tool-card");
+    card.dataset.callId = callId;
+    card.dataset.status = "streaming";
+    const head = el("div", "tool-head");
+    head.append(el("span", "icon", "ƒ"), el("span", "tool-name", name), el("span", "call-id", callId));
+    const pill = el("span", "pill", "streaming");
+    pill.dataset.status = "streaming";
+    head.appendChild(pill);
+    const body = el("div", "tool-body");
+    const args = el("section", "args");
+    args.append(el("h4", "", "arguments"), el("pre", "args-text"));
+    const result = el("section", "result");
+    result.append(el("h4", "", "result"), el("pre", "result-text"));
+    body.append(args, result);
+    card.append(head, body);
+    cards.set(callId, card);
+    append(card);
+    return card;
+  }
+
+  function setCardStatus(card, st) {
+    card.dataset.status = st;
+    const pill = card.querySelector(".pill");
+    pill.dataset.status = st;
+    pill.textContent = st;
+  }
+
+  function setCardResult(card, st, result, error) {
+    setCardStatus(card, st);
+    card.classList.add("has-result");
+    card.querySelector(".result-text").textContent =
+      st === "ok" ? pretty(result) : (error || st);
+  }
+
+  function setStatus(st) {
+    status = st;
+    const badge = $("status");
+    badge.dataset.status = st;
+    badge.textContent = interrupting && (st === "thinking" || st === "acting")
+      ? st + " · pausing" : st;
+    setThinking(st === "thinking" && !current);
+    updateButtons();
+  }
+
+  function updateButtons() {
+    const live = ws && ws.readyState === WebSocket.OPEN;
+    const running = status === "thinking" || status === "acting";
+    $("btn-soft").disabled = !live || !running || interrupting !== null;
+    $("btn-hard").disabled = !live || !running || interrupting === "hard";
+    $("btn-resume").disabled = !live || status !== "interrupted";
+    $("btn-cancel").disabled = !live || !(running || status === "interrupted");
+    $("btn-send").disabled = !live;
+    $("btn-send").textContent =
+      running ? "Steer" : status === "interrupted" ? "Send & resume" : "Send";
+  }
+
+  function setConn(state, text) {
+    $("conn").dataset.conn = state;
+    $("conn-text").textContent = text || state;
+    updateButtons();
+  }
+
+  let toastTimer = null;
+  function toast(text) {
+    const t = $("toast");
+    t.textContent = text;
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { t.hidden = true; }, 5000);
+  }
+
+  function summary(e) {
+    switch (e.type) {
+      case "user_input": return JSON.stringify(e.text);
+      case "run_started": return "run " + e.run;
+      case "thinking": return "step " + e.step;
+      case "token_stream": case "reasoning": return JSON.stringify(e.text);
+      case "tool_call_start": return e.name + " " + e.call_id;
+      case "tool_call_delta": return e.delta;
+      case "tool_call": return e.name + " " + JSON.stringify(e.arguments);
+      case "tool_result": return e.call_id + " " + e.status;
+      case "interrupt": return e.mode + (e.reason ? ": " + e.reason : "");
+      case "interrupted": return e.mode + " at step " + e.step;
+      case "resume": return e.instruction ? JSON.stringify(e.instruction) : "";
+      case "error": return e.code + ": " + e.message;
+      case "done": return e.status;
+      case "state": return e.state.status + " · seq " + e.seq;
+      default: return "";
+    }
+  }
+
+  const timeline = $("timeline");
+  function logEvent(e, covered) {
+    const stick = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
+    const li = el("li");
+    li.dataset.type = e.type;
+    li.append(
+      el("span", "seq", e.seq ? String(e.seq) : "–"),
+      el("span", "type", e.type + (covered > 1 ? " ×" + covered : "")),
+      el("span", "detail", summary(e)),
+    );
+    timeline.appendChild(li);
+    while (timeline.childElementCount > TIMELINE_MAX) timeline.firstElementChild.remove();
+    if (stick) timeline.scrollTop = timeline.scrollHeight;
+  }
+
+  function renderCounters() {
+    $("count-frames").textContent = counters.frames;
+    $("count-events").textContent = counters.events;
+    $("count-merged").textContent = counters.merged;
+  }
+
+  // ---------------------------------------------------------------- applying events
+
+  function resetView() {
+    for (const node of [...conversation.children]) if (node.id !== "empty") node.remove();
+    $("empty").hidden = false;
+    cards.clear();
+    current = null;
+    thinkingEl = null;
+    interrupting = null;
+  }
+
+  function applySnapshot(e) {
+    const s = e.state;
+    resetView();
+    for (const m of s.messages) {
+      if (m.role === "user") userBubble(m.content);
+      else if (m.role === "assistant") {
+        if (m.content) {
+          const a = assistantBubble(m.content, false);
+          if (m.cut) a.bubble.classList.add("cut");
+        }
+        for (const c of m.tool_calls || []) {
+          const card = toolCard(c.call_id, c.name);
+          card.querySelector(".args-text").textContent = pretty(c.arguments);
+          setCardStatus(card, "running");
+        }
+      } else if (m.role === "tool") {
+        const card = cards.get(m.call_id) || toolCard(m.call_id, m.name || "tool");
+        setCardResult(card, m.status || "ok", m.content, m.content);
+      }
+    }
+    for (const text of s.pending_inputs) userBubble(text, "queued");
+    if (s.text) current = assistantBubble(s.text, true);
+    for (const c of s.tool_calls) {
+      const card = toolCard(c.call_id, c.name);
+      card.querySelector(".args-text").textContent =
+        c.arguments ? pretty(c.arguments) : c.arguments_text;
+      if (c.status === "streaming" || c.status === "running") setCardStatus(card, c.status);
+      else setCardResult(card, c.status, c.result, c.error);
+    }
+    if (s.status === "interrupted") notice("Paused — resume, send a message, or cancel", "pause");
+    interrupting = s.interrupting;
+    setStatus(s.status);
+  }
+
+  function apply(e) {
+    switch (e.type) {
+      case "user_input": {
+        const running = status === "thinking" || status === "acting";
+        userBubble(e.text, running ? "steering" : status === "interrupted" ? "resuming" : undefined);
+        break;
+      }
+      case "run_started":
+        endStreaming();
+        setStatus("thinking");
+        break;
+      case "thinking":
+        endStreaming();
+        setStatus("thinking");
+        break;
+      case "token_stream":
+        if (!current) {
+          current = assistantBubble("", true);
+          setThinking(false);
+        }
+        keepBottom(() => current.text.appendData(e.text));
+        break;
+      case "reasoning":
+        break;
+      case "tool_call_start":
+        endStreaming();
+        setThinking(false);
+        toolCard(e.call_id, e.name);
+        break;
+      case "tool_call_delta": {
+        const card = cards.get(e.call_id);
+        if (card) keepBottom(() => { card.querySelector(".args-text").textContent += e.delta; });
+        break;
+      }
+      case "tool_call": {
+        const card = toolCard(e.call_id, e.name);
+        card.querySelector(".args-text").textContent = pretty(e.arguments);
+        setCardStatus(card, "running");
+        setStatus("acting");
+        break;
+      }
+      case "tool_result": {
+        const card = cards.get(e.call_id) || toolCard(e.call_id, "tool");
+        setCardResult(card, e.status, e.result, e.error);
+        break;
+      }
+      case "interrupt":
+        interrupting = e.mode;
+        notice((e.mode === "hard" ? "Stopping now" : "Pausing at the next step") +
+               (e.reason ? " — " + e.reason : ""), "pause");
+        setStatus(status);
+        break;
+      case "interrupted":
+        endStreaming();
+        interrupting = null;
+        notice((e.mode === "hard" ? "Stopped" : "Paused") + " at step " + e.step +
+               " — resume, send a message, or cancel", "pause");
+        setStatus("interrupted");
+        break;
+      case "resume":
+        if (e.instruction) userBubble(e.instruction, "instruction");
+        notice("Resumed", "ok");
+        setStatus("thinking");
+        break;
+      case "error":
+        notice((e.retryable ? "Retrying: " : "Error: ") + e.message, e.retryable ? "warn" : "bad");
+        break;
+      case "done":
+        endStreaming();
+        interrupting = null;
+        if (e.status === "cancelled") notice("Run cancelled", "");
+        else if (e.status === "failed") notice("Run failed", "bad");
+        setStatus(e.status === "failed" ? "error" : "done");
+        break;
+      default:
+        break;
+    }
+  }
+
+  function handle(e) {
+    if (e.type === "state") {
+      lastSeq = e.seq;
+      logEvent(e, 1);
+      applySnapshot(e);
+      return;
+    }
+    if (e.type === "error" && e.session === "") { // for this client only: bad input, a limit
+      logEvent(e, 1);
+      toast(e.code + ": " + e.message);
+      if (e.code === "bad_after" || e.code === "log_trimmed") lastSeq = null;
+      return;
+    }
+    if (lastSeq !== null && e.seq <= lastSeq) return; // never apply twice
+    const covered = lastSeq === null ? 1 : e.seq - lastSeq;
+    counters.events += covered;
+    if (MERGEABLE.has(e.type) && covered > 1) counters.merged += covered - 1;
+    lastSeq = e.seq;
+    logEvent(e, covered);
+    apply(e);
+  }
+
+  // ---------------------------------------------------------------- the socket
+
+  function connect() {
+    reconnectTimer = null;
+    const q = new URLSearchParams();
+    if (token) q.set("token", token);
+    if (lastSeq !== null) q.set("after", String(lastSeq));
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const url = `${scheme}://${location.host}/sessions/${encodeURIComponent(sessionId)}` +
+                (q.toString() ? "?" + q.toString() : "");
+    setConn(attempts ? "reconnecting" : "connecting");
+    const sock = new WebSocket(url);
+    ws = sock;
+    sock.onopen = () => { attempts = 0; setConn("live"); };
+    sock.onmessage = (m) => {
+      counters.frames += 1;
+      let events;
+      try { events = JSON.parse(m.data); } catch (_) { return; }
+      for (const e of events) handle(e);
+      renderCounters();
+    };
+    sock.onclose = (c) => {
+      if (ws !== sock) return;
+      ws = null;
+      if (c.reason && /^(bad_after|log_trimmed)/.test(c.reason)) lastSeq = null;
+      attempts += 1;
+      const delay = Math.min(5000, 250 * 2 ** Math.min(attempts, 5));
+      setConn("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)}s` +
+              (c.code && c.code !== 1006 ? ` (${c.code}${c.reason ? ": " + c.reason : ""})` : ""));
+      reconnectTimer = setTimeout(connect, delay);
+    };
+  }
+
+  function send(command) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) { toast("not connected"); return false; }
+    ws.send(JSON.stringify(command));
+    return true;
+  }
+
+  // ---------------------------------------------------------------- controls
+
+  const input = $("input");
+  $("composer").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    if (send({ op: "user_input", text })) input.value = "";
+  });
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && (status === "thinking" || status === "acting")) {
+      send({ op: "interrupt", mode: "hard", reason: "Esc" });
+    }
+  });
+  $("btn-soft").addEventListener("click", () => send({ op: "interrupt", mode: "soft", reason: "paused from the page" }));
+  $("btn-hard").addEventListener("click", () => send({ op: "interrupt", mode: "hard", reason: "stopped from the page" }));
+  $("btn-resume").addEventListener("click", () => {
+    const text = input.value.trim();
+    if (send(text ? { op: "resume", instruction: text } : { op: "resume" })) input.value = "";
+  });
+  $("btn-cancel").addEventListener("click", () => send({ op: "cancel" }));
+
+  // For tests and the curious: the page's own view of the protocol.
+  window.trioAgent = {
+    get lastSeq() { return lastSeq; },
+    get status() { return status; },
+    counters,
+    sessionId,
+    drop() { if (ws) ws.close(4000, "dropped by the page"); }, // as if the network dropped
+  };
+
+  updateButtons();
+  connect();
+})();
