@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-BENCHMARKS: Final[tuple[str, ...]] = ("bus", "stall", "interrupt", "step")
-"""Module names, in the order ``trio-agent bench`` runs them.  Planned: ``ws``,
-``sessions``, ``replay``, ``redis`` and the LangGraph baseline (issue 6)."""
+BENCHMARKS: Final[tuple[str, ...]] = ("bus", "stall", "interrupt", "step", "ws")
+"""Module names, in the order ``trio-agent bench`` runs them."""
 
 __all__ = ["BENCHMARKS"]

@@ -157,8 +157,13 @@ class Figure:
             "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
             "ratios": self.ratios,
             "targets": [
-                {"label": t.label, "baseline": t.baseline, "at_least": t.at_least,
-                 "at_most": t.at_most, "met": met}
+                {
+                    "label": t.label,
+                    "baseline": t.baseline,
+                    "at_least": t.at_least,
+                    "at_most": t.at_most,
+                    "met": met,
+                }
                 for t, met in self.verdicts()
             ],
             "percentiles": self.percentiles,

@@ -135,8 +135,9 @@ def _latencies(situation: str, trials: int, seed: int) -> list[float]:
     return trio.run(main)
 
 
-def _figures(situation: str, title: str, ours: list[list[float]],
-             floor: list[list[float]]) -> list[Figure]:
+def _figures(
+    situation: str, title: str, ours: list[list[float]], floor: list[list[float]]
+) -> list[Figure]:
     figures = []
     pooled = [x * 1e3 for run in ours for x in run]
     pooled_floor = [x * 1e3 for run in floor for x in run]
@@ -147,14 +148,18 @@ def _figures(situation: str, title: str, ours: list[list[float]],
         per_run_floor = tuple(percentile([x * 1e3 for x in run], p) for run in floor)
         figures.append(
             Figure(
-                benchmark=NAME, name=f"interrupt.{situation}.p{p}",
+                benchmark=NAME,
+                name=f"interrupt.{situation}.p{p}",
                 title=f"hard interrupt → interrupted, {title}, p{p}",
-                unit="ms", kind="latency", higher_is_better=False,
+                unit="ms",
+                kind="latency",
+                higher_is_better=False,
                 ours=Stat(per_run, headline=percentile(pooled, p)),
                 baselines={FLOOR: Stat(per_run_floor, headline=percentile(pooled_floor, p))},
                 targets=(
                     (Target(f"p99 ≤ {TARGET_P99_MS:g} ms", at_most=TARGET_P99_MS),)
-                    if p == 99 else ()
+                    if p == 99
+                    else ()
                 ),
                 percentiles=pcts,
                 notes=f"{len(pooled):,} trials in {len(ours)} runs; wall clock (time.time)",

@@ -155,12 +155,15 @@ def _child_main(argv: list[str]) -> int:
 def run_child(variant: str, n: int) -> dict[str, Any]:
     """:func:`measure` in a fresh interpreter (the same one running us)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.stall", variant, str(n)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(
@@ -195,8 +198,8 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
     method = (
         "peak RSS growth: VmHWM (reset via /proc/self/clear_refs after set-up) minus "
         "VmRSS before publishing, fresh child process per run"
-        if reset else
-        "peak RSS growth: VmHWM minus VmRSS before publishing (the high-water mark "
+        if reset
+        else "peak RSS growth: VmHWM minus VmRSS before publishing (the high-water mark "
         "could not be reset; it may include the set-up's peak)"
     )
     reference = {
@@ -207,14 +210,19 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
     for variant in ("drop_oldest", "block"):
         d = details[variant]
         extra = (
-            f"dropped {d.get('dropped', 0):,}" if variant == "drop_oldest"
+            f"dropped {d.get('dropped', 0):,}"
+            if variant == "drop_oldest"
             else f"evicted: {d.get('evicted')!r}"
         )
         figures.append(
             Figure(
-                benchmark=NAME, name=f"stall.{variant}",
+                benchmark=NAME,
+                name=f"stall.{variant}",
                 title=f"peak RSS growth, stalled subscriber, {variant}",
-                unit="MiB", kind="memory", ours=stat(variant), baselines=dict(reference),
+                unit="MiB",
+                kind="memory",
+                ours=stat(variant),
+                baselines=dict(reference),
                 higher_is_better=False,
                 targets=(Target(f"< {TARGET_MIB:g} MiB", at_most=TARGET_MIB),),
                 series=series,

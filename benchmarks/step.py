@@ -143,9 +143,14 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
     ours_stat: Stat = stats.pop("ours")
     return [
         Figure(
-            benchmark=NAME, name="step.overhead", title="agent loop time per step (instant model)",
-            unit="µs/step", kind="overhead", higher_is_better=False,
-            ours=ours_stat, baselines=stats,
+            benchmark=NAME,
+            name="step.overhead",
+            title="agent loop time per step (instant model)",
+            unit="µs/step",
+            kind="overhead",
+            higher_is_better=False,
+            ours=ours_stat,
+            baselines=stats,
             targets=(Target(f"≤ {TARGET_US:g} µs per step", at_most=TARGET_US),),
             notes=(
                 f"{per_sample} runs of {steps_per_run} steps per sample (one token + one "

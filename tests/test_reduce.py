@@ -38,7 +38,12 @@ def tool_call_events(draw: st.DrawFn, run: int, step: int, call_id: str) -> list
         )
         return out
     out.append(ev.ToolCall(run=run, step=step, call_id=call_id, name=name, arguments={"x": 1}))
-    result = draw(st.none() | st.integers() | texts | st.just({"rows": [1, {"a": "b"}]}))
+    result = draw(
+        st.none()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what JSON (orjson) carries
+        | texts
+        | st.just({"rows": [1, {"a": "b"}]})
+    )
     out.append(
         ev.ToolResult(
             run=run,

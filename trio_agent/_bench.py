@@ -42,7 +42,14 @@ __all__ = ["main"]
 
 DEFAULT_OUT: Final = "bench-results"
 VERSIONED: Final = (
-    "trio", "attrs", "orjson", "langgraph", "websockets", "matplotlib", "rich", "trio-agent",
+    "trio",
+    "attrs",
+    "orjson",
+    "langgraph",
+    "websockets",
+    "matplotlib",
+    "rich",
+    "trio-agent",
 )
 """Distributions whose versions go into ``results.json``."""
 
@@ -86,8 +93,9 @@ def _missing(module_names: Sequence[str]) -> list[str]:
 class Bench:
     """One benchmark module as the runner sees it."""
 
-    def __init__(self, name: str, module: ModuleType | None, problem: str | None,
-                 skipped: bool) -> None:
+    def __init__(
+        self, name: str, module: ModuleType | None, problem: str | None, skipped: bool
+    ) -> None:
         self.name = name
         self.module = module
         self.problem = problem  # why it can't run
@@ -104,8 +112,10 @@ def _load(name: str) -> Bench:
     except ImportError as exc:
         missing = exc.name or ""
         optional = missing.split(".")[0] in {"langgraph", "websockets", "coredis", "redis"}
-        what = f"missing optional dependency {missing!r} ({INSTALL_HINT})" if optional else (
-            f"can't import benchmarks.{name}: {exc}"
+        what = (
+            f"missing optional dependency {missing!r} ({INSTALL_HINT})"
+            if optional
+            else (f"can't import benchmarks.{name}: {exc}")
         )
         return Bench(name, None, what, skipped=optional)
     needs = _missing(tuple(getattr(module, "REQUIRES", ())))
@@ -181,8 +191,7 @@ def _table(figures: list[Json]) -> list[str]:
     for f in figures:
         unit = f["unit"]
         cells = [f["title"], _spread(f["ours"], unit)]
-        cells += [_spread(f["baselines"][b], unit) if b in f["baselines"] else ""
-                  for b in labels]
+        cells += [_spread(f["baselines"][b], unit) if b in f["baselines"] else "" for b in labels]
         cells.append("<br>".join(f"{r:.2f}x {b}" for b, r in f["ratios"].items()))
         cells.append("<br>".join(f"{_verdict(t['met'])} {t['label']}" for t in f["targets"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -260,8 +269,9 @@ def plot(results: Json, out: Path) -> list[str]:
 
     throughput = [f for f in figures if f["kind"] in ("throughput", "overhead")]
     if throughput:
-        fig, axes = plt.subplots(len(throughput), 1, figsize=(8, 2.2 + 1.6 * len(throughput)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(throughput), 1, figsize=(8, 2.2 + 1.6 * len(throughput)), squeeze=False
+        )
         for ax, f in zip(axes[:, 0], throughput, strict=True):
             bars(ax, f)
         save(fig, "throughput.png")
@@ -278,8 +288,9 @@ def plot(results: Json, out: Path) -> list[str]:
             xs = [j + i * width for j in range(len(pcts))]
             ax.bar(xs, list(pcts.values()), width=width, label=key)
             if i == 0:
-                ax.set_xticks([j + width * (len(seen) - 1) / 2 for j in range(len(pcts))],
-                              list(pcts))
+                ax.set_xticks(
+                    [j + width * (len(seen) - 1) / 2 for j in range(len(pcts))], list(pcts)
+                )
         targets = [t["at_most"] for f in latency for t in f["targets"] if t["at_most"]]
         if targets:
             ax.axhline(min(targets), color="tab:red", linestyle="--", label="target p99")
@@ -307,8 +318,9 @@ def plot(results: Json, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 0.9 + 0.35 * len(costs)))
         values = [f["ours"]["value"] for f in costs]
         ax.barh(range(len(costs)), values, color="tab:blue")
-        ax.set_yticks(range(len(costs)), [f["title"].removeprefix("cost: ") for f in costs],
-                      fontsize=8)
+        ax.set_yticks(
+            range(len(costs)), [f["title"].removeprefix("cost: ") for f in costs], fontsize=8
+        )
         ax.invert_yaxis()
         ax.set_xlabel("ns per event")
         ax.set_title("per-event cost of the publish path")
@@ -327,10 +339,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the benchmark suite (ours and the baselines, in the same run).",
     )
     parser.add_argument("--quick", action="store_true", help="fewer events and runs (smoke)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                        help="run only these benchmarks")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                        help=f"where to write the report (default: {DEFAULT_OUT})")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", default=None, help="run only these benchmarks"
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"where to write the report (default: {DEFAULT_OUT})",
+    )
     return parser
 
 
@@ -345,7 +362,8 @@ def _run_one(bench: Bench, quick: bool, progress: Callable[[str], None]) -> Json
         figures = bench.module.run(quick, progress)
     except Exception as exc:
         entry.update(
-            status="failed", message=f"{type(exc).__name__}: {exc}",
+            status="failed",
+            message=f"{type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(),
         )
     else:
@@ -377,8 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     benches = [_load(n) for n in names]
-    command = "trio-agent bench" + (" --quick" if args.quick else "") + (
-        f" --only {' '.join(args.only)}" if args.only else ""
+    command = (
+        "trio-agent bench"
+        + (" --quick" if args.quick else "")
+        + (f" --only {' '.join(args.only)}" if args.only else "")
     )
     results: Json = {
         "command": command,
@@ -388,8 +408,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmarks": [],
     }
     with Progress(
-        TextColumn("[bold]{task.fields[bench]:<10}"), BarColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), console=console,
+        TextColumn("[bold]{task.fields[bench]:<10}"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         task = bar.add_task("", total=len(benches), bench="")
         for bench in benches:
@@ -420,8 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     (out / "results.md").write_text(render_markdown(results))
     _summary(console, results)
-    console.print(f"report: {out / 'results.md'}, {out / 'results.json'}"
-                  + "".join(f", {out / p}" for p in results["plots"]))
+    console.print(
+        f"report: {out / 'results.md'}, {out / 'results.json'}"
+        + "".join(f", {out / p}" for p in results["plots"])
+    )
     return 1 if any(b["status"] == "failed" for b in results["benchmarks"]) else 0
 
 
@@ -436,7 +461,8 @@ def _summary(console: Any, results: Json) -> None:
             if f["kind"] == "cost":
                 continue
             table.add_row(
-                f["title"], fmt(f["ours"]["value"], f["unit"]),
+                f["title"],
+                fmt(f["ours"]["value"], f["unit"]),
                 "\n".join(f"{r:.2f}x {b}" for b, r in f["ratios"].items()),
                 "\n".join(f"{_verdict(t['met'])} {t['label']}" for t in f["targets"]),
             )

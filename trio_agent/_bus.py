@@ -61,12 +61,13 @@ __all__ = [
     "Subscription",
 ]
 
-DEFAULT_LOG_MAX_EVENTS: Final = 100_000
-"""Events a session log keeps.  A long agent run is tens of thousands of events (one per
-token); keeping 100k lets a client that reconnects after a long run replay all of it,
-while capping a session at roughly 20–40 MB in the worst case."""
+DEFAULT_LOG_MAX_EVENTS: Final = 50_000
+"""Events a session log keeps.  A long agent run is thousands to tens of thousands of
+events (one per token); keeping 50k lets a client that reconnects after a long run
+replay all of it, while capping a session's log near 10 MB (about 200 bytes an event).
+Raise it with ``open_runtime(log_max_events=...)`` for longer sessions."""
 
-DEFAULT_LOG_MAX_BYTES: Final = 32 * 1024 * 1024
+DEFAULT_LOG_MAX_BYTES: Final = 16 * 1024 * 1024
 """Approximate bytes a session log keeps (see :func:`_size`).  Caps sessions whose events
 are large (big tool results) before the count limit does."""
 
@@ -128,8 +129,9 @@ class EventLog:
     """The bounded, ordered log of one session's events.
 
     Bounded by a count and an approximate byte budget; the oldest events are trimmed
-    first.  Index access is O(1) (a list with a moving head, compacted in amortized
-    O(1)), so a replay cursor reads any position cheaply.
+    first (their slots are cleared at once, so a trimmed event is freed then, not at
+    the next compaction).  Index access is O(1) (a list with a moving head, compacted
+    in amortized O(1)), so a replay cursor reads any position cheaply.
     """
 
     def __init__(
@@ -143,48 +145,49 @@ class EventLog:
             )
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self._events: list[ev.Event] = []
+        self._events: list[ev.Event | None] = []
         self._sizes: list[int] = []
         self._head = 0  # index of the oldest event still held
         self._first_seq = 1  # seq of self._events[self._head]
+        self.last_seq = 0
+        """The newest seq appended (0 before the first)."""
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._events) - self._head
+        return self.last_seq - self._first_seq + 1
 
     @property
     def first_seq(self) -> int:
         """The oldest seq held (``last_seq + 1`` when empty)."""
         return self._first_seq
 
-    @property
-    def last_seq(self) -> int:
-        """The newest seq appended (0 before the first)."""
-        return self._first_seq + len(self) - 1
-
     def append(self, event: ev.Event) -> None:
-        if event.seq != self.last_seq + 1:
-            raise ValueError(f"log append of seq {event.seq}, expected {self.last_seq + 1}")
+        seq = self.last_seq + 1
+        if event.seq != seq:
+            raise ValueError(f"log append of seq {event.seq}, expected {seq}")
         size = _size(event)
-        events = self._events
-        events.append(event)
+        self._events.append(event)
         self._sizes.append(size)
+        self.last_seq = seq
         self.bytes += size
-        if len(events) - self._head > self.max_events or self.bytes > self.max_bytes:
+        if seq - self._first_seq >= self.max_events or self.bytes > self.max_bytes:
             self._trim()
 
     def _trim(self) -> None:
-        events = self._events
-        while len(events) - self._head > self.max_events or (
-            self.bytes > self.max_bytes and len(events) - self._head > 1
+        events, sizes = self._events, self._sizes
+        head = self._head
+        while self.last_seq - self._first_seq >= self.max_events or (
+            self.bytes > self.max_bytes and self.last_seq > self._first_seq
         ):
-            self.bytes -= self._sizes[self._head]
-            self._head += 1
+            self.bytes -= sizes[head]
+            events[head] = None
+            head += 1
             self._first_seq += 1
-        if self._head > 1024 and self._head * 2 > len(events):
-            del events[: self._head]
-            del self._sizes[: self._head]
-            self._head = 0
+        if head > 1024 and head * 2 > len(events):
+            del events[:head]
+            del sizes[:head]
+            head = 0
+        self._head = head
 
     def get(self, seq: int) -> ev.Event:
         """The event with ``seq``; raises :class:`LogTrimmed` if it is gone."""
@@ -192,7 +195,7 @@ class EventLog:
             raise LogTrimmed(seq - 1, self._first_seq)
         if seq > self.last_seq:
             raise IndexError(f"seq {seq} is not in the log yet (last seq: {self.last_seq})")
-        return self._events[self._head + seq - self._first_seq]
+        return self._events[self._head + seq - self._first_seq]  # type: ignore[return-value]
 
     def replay(self, after: int = 0) -> list[ev.Event]:
         """Exactly the events with ``seq > after``, oldest first.
@@ -205,10 +208,10 @@ class EventLog:
         if after + 1 < self._first_seq:
             raise LogTrimmed(after, self._first_seq)
         start = self._head + max(0, after + 1 - self._first_seq)
-        return self._events[start:]
+        return self._events[start:]  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[ev.Event]:
-        return iter(self._events[self._head :])
+        return iter(self._events[self._head :])  # type: ignore[arg-type]
 
 
 @attrs.frozen(slots=True)
@@ -333,10 +336,23 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
     def receive_batch_nowait(self, max_events: int | None = None) -> list[ev.Event]:
         """Every event waiting (at most ``max_events``), oldest first.
 
-        Raises like ``receive_nowait`` when nothing is waiting.
+        Raises like ``receive_nowait`` when nothing is waiting.  A live subscriber's
+        buffer is taken whole, in O(1) Python calls: this is how a consumer that is
+        behind catches up cheaply.
         """
-        batch = [self.receive_nowait()]
         limit = max_events if max_events is not None else MAX_CAPACITY
+        if limit < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events}")
+        buf = self._buffer
+        if self._cursor is None and not self._closed and 0 < len(buf) <= limit:
+            batch = list(buf)
+            buf.clear()
+            self.delivered += len(batch)
+            self.last_seq = batch[-1].seq
+            if self._room:
+                self._room.unpark_all()
+            return batch
+        batch = [self.receive_nowait()]
         try:
             while len(batch) < limit:
                 batch.append(self.receive_nowait())
@@ -437,8 +453,17 @@ class EventBus:
                 return sub
         return None
 
+    @property
+    def next_seq(self) -> int:
+        """The seq the next published event gets."""
+        return self.log.last_seq + 1
+
     def publish_nowait(self, event: ev.Event) -> ev.Event:
         """Publish ``event`` now and return it stamped with session, seq and time.
+
+        ``event`` is unstamped (``seq == 0``: the bus stamps a copy), or stamped by its
+        producer with this session and :attr:`next_seq` in the same synchronous step
+        (it is published as it is: the token hot path spares the copy).
 
         Raises ``trio.WouldBlock`` (publishing nothing) if a lossless subscriber is
         full, :class:`~trio_agent._reduce.ReduceError` (changing nothing) if the event
@@ -446,21 +471,35 @@ class EventBus:
         """
         if self._closed:
             raise trio.ClosedResourceError(f"session {self.session!r} is closed")
-        if self._blocking and self._full(event) is not None:
-            raise trio.WouldBlock
-        stamped = _stamp(event, self.session, self.log.last_seq + 1, self._clock())
+        for sub in self._blocking:  # every lossless subscriber has room, or nothing
+            if len(sub._buffer) >= sub.capacity and (
+                sub.types is None or event.type in sub.types
+            ):
+                raise trio.WouldBlock
+        seq = self.log.last_seq + 1
+        if event.seq == seq and event.session == self.session:
+            stamped = event  # stamped by its producer in this same synchronous step
+        elif event.seq == 0:
+            stamped = _stamp(event, self.session, seq, self._clock())
+        else:
+            raise ValueError(
+                f"can't publish {event.type!r} event with seq {event.seq} in session "
+                f"{self.session!r}: the next seq is {seq} (publish unstamped events, seq 0)"
+            )
         self.state = reduce(self.state, stamped)
         self.log.append(stamped)
         for sub in self._live:
             if sub.types is not None and stamped.type not in sub.types:
                 continue
             buf = sub._buffer
-            if len(buf) >= sub.capacity:  # only drop_oldest gets here
+            n = len(buf)
+            if n >= sub.capacity:  # only drop_oldest gets here
                 buf.popleft()
                 sub.dropped += 1
+                n -= 1
             buf.append(stamped)
-            if len(buf) > sub.peak:
-                sub.peak = len(buf)
+            if n >= sub.peak:
+                sub.peak = n + 1
             if sub._receivers:
                 sub._receivers.unpark_all()
         return stamped

@@ -337,7 +337,7 @@ class AgentServer:
         ``timeout`` seconds) until every client is gone.  Cancel ``serve`` after."""
         self._stopping = True
         for session in self.runtime.sessions.values():
-            session.bus.close()
+            session.view.close()
         with trio.move_on_after(timeout):
             while self._clients:
                 await self._clients_left.park()
@@ -839,7 +839,7 @@ async def _apply(session: Session, command: wire.Command) -> None:
 
 
 def _snapshot(session: Session) -> ev.StateSnapshot:
-    state = session.state
+    state = session.view.state  # the state of what subscribers see (see Session.view)
     return ev.StateSnapshot(
         session=session.id,
         run=state.run,

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, Final, Literal
+from functools import partial
+from typing import Any, Final, Literal, Protocol
 
 import trio
 
@@ -76,6 +78,7 @@ __all__ = [
     "Runtime",
     "Session",
     "SessionLimitError",
+    "SessionLog",
     "SessionStateError",
     "open_runtime",
 ]
@@ -107,6 +110,19 @@ SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 """Session ids: 1–64 characters, URL- and log-safe."""
 
 
+class SessionLog(Protocol):
+    """Where a runtime's sessions live past one process (``open_runtime(log=...)``);
+    see :class:`trio_agent._redis.RedisLog`.  ``run_session`` serves one session in
+    the runtime's nursery: it fills ``session.bus`` from the shared log, sets
+    ``session.view``, and runs the agent loop (``session._serve``) when this process
+    owns the session; it calls ``task_status.started()`` once the session shows its
+    log, and removes the session from the runtime when it ends."""
+
+    async def run_session(
+        self, runtime: Runtime, session: Session, *, task_status: trio.TaskStatus[None]
+    ) -> None: ...
+
+
 class SessionStateError(RuntimeError):
     """A command that makes no sense in the session's current state (nothing changed)."""
 
@@ -134,6 +150,11 @@ class Session:
         self.id = session_id
         self._runtime = runtime
         self.bus = bus
+        # What clients subscribe to.  In memory, the bus itself; with a shared log
+        # (``open_runtime(log=...)``) a bus holding only events the log made durable.
+        self.view: EventBus = bus
+        # Set on a replica of a session owned by another process: commands go there.
+        self._forward: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
         self._commands = trio.Lock()  # commands are checked and applied one at a time
         self._wake = trio.Event()  # the loop waits on this for a run, resume or cancel
         self._run_ended = trio.Event()
@@ -164,7 +185,7 @@ class Session:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> Any:
         """``async with session.subscribe(...) as events`` — see ``EventBus.subscribe``."""
-        return self.bus.subscribe(
+        return self.view.subscribe(
             types=types,
             after=after,
             capacity=capacity,
@@ -173,7 +194,7 @@ class Session:
         )
 
     def open_subscription(self, **kwargs: Any) -> Subscription:
-        return self.bus.open_subscription(**kwargs)
+        return self.view.open_subscription(**kwargs)
 
     def statistics(self) -> BusStatistics:
         return self.bus.statistics()
@@ -213,6 +234,8 @@ class Session:
         interrupted one with it.  Returns once the ``user_input`` event is published."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        if self._forward is not None:
+            return await self._forward("user_input", {"text": text})
         async with self._commands:
             s = self.state
             if s.status in ("idle", "done", "error"):
@@ -251,6 +274,10 @@ class Session:
                 f"grace must be a non-negative number of seconds on a soft interrupt, "
                 f"got grace={grace!r} with mode={mode!r}"
             )
+        if self._forward is not None:
+            return await self._forward(
+                "interrupt", {"mode": mode, "reason": reason, "grace": grace}
+            )
         async with self._commands:
             s = self.state
             if not s.running:
@@ -281,6 +308,8 @@ class Session:
         """Continue an interrupted run; ``instruction`` becomes a new user message."""
         if instruction is not None and not isinstance(instruction, str):
             raise TypeError(f"instruction must be str or None, got {type(instruction).__name__}")
+        if self._forward is not None:
+            return await self._forward("resume", {"instruction": instruction})
         async with self._commands:
             s = self.state
             if s.status != "interrupted":
@@ -295,7 +324,9 @@ class Session:
 
     async def cancel(self) -> None:
         """End the run (running or interrupted) with ``done`` ``cancelled``; returns
-        once ``done`` is published."""
+        once ``done`` is published (on a replica: once the owner has it)."""
+        if self._forward is not None:
+            return await self._forward("cancel", {})
         async with self._commands:
             s = self.state
             if not (s.running or s.status == "interrupted"):
@@ -322,7 +353,11 @@ class Session:
         task_status.started()
         try:
             while True:
-                if self.state.running:
+                # (interrupted with a cancel pending: a session recovered from a shared
+                # log is paused with no ``_run`` active; the cancel ends it there)
+                if self.state.running or (
+                    self._cancel_requested and self.state.status == "interrupted"
+                ):
                     try:
                         await self._run()
                     except Exception as exc:
@@ -352,6 +387,23 @@ class Session:
         """Wait until a command wakes the loop (callers re-check the state after)."""
         await self._wake.wait()
         self._wake = trio.Event()
+
+    async def _emit_token(self, run: int, step: int, text: str) -> None:
+        """The token hot path: build the event already stamped (no copy), publish it
+        without a scheduler round-trip unless a subscriber is full."""
+        bus = self.bus
+        event = ev.TokenStream(
+            session=self.id, run=run, step=step, seq=bus.next_seq, ts=time.time(), text=text
+        )
+        try:
+            bus.publish_nowait(event)
+        except trio.WouldBlock:
+            await self._emit(ev.TokenStream(run=run, step=step, text=text))
+            return
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            await trio.lowlevel.checkpoint()
 
     async def _emit(self, event: ev.Event) -> ev.Event:
         """Publish from the loop: no scheduler round-trip unless a subscriber is full
@@ -516,7 +568,7 @@ class Session:
     async def _chunk(self, run: int, step: int, chunk: Chunk, outcome: _StepOutcome) -> None:
         if isinstance(chunk, TextDelta):
             if chunk.text:
-                await self._emit(ev.TokenStream(run=run, step=step, text=chunk.text))
+                await self._emit_token(run, step, chunk.text)
         elif isinstance(chunk, ReasoningDelta):
             if chunk.text:
                 await self._emit(ev.Reasoning(run=run, step=step, text=chunk.text))
@@ -658,6 +710,7 @@ class Runtime:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         log_max_events: int = DEFAULT_LOG_MAX_EVENTS,
         log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log: SessionLog | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -670,6 +723,7 @@ class Runtime:
         self.max_sessions = max_sessions
         self.log_max_events = log_max_events
         self.log_max_bytes = log_max_bytes
+        self.session_log = log
         self._sessions: dict[str, Session] = {}
         self._closing = False
 
@@ -694,7 +748,15 @@ class Runtime:
         bus = EventBus(session_id, log=EventLog(self.log_max_events, self.log_max_bytes))
         session = Session(self, session_id, bus)
         self._sessions[session_id] = session
-        await self._nursery.start(session._serve)
+        if self.session_log is None:
+            await self._nursery.start(session._serve)
+            return session
+        try:
+            await self._nursery.start(partial(self.session_log.run_session, self, session))
+        except BaseException:
+            if self._sessions.get(session_id) is session:
+                del self._sessions[session_id]
+            raise
         return session
 
     def get_session(self, session_id: str) -> Session | None:
@@ -711,7 +773,8 @@ async def open_runtime(
 
     ``model`` defaults to the built-in scripted demo model (offline).  Options:
     ``max_steps``, ``tool_concurrency``, ``tool_timeout``, ``max_sessions``,
-    ``log_max_events``, ``log_max_bytes``.  On exit every run still going ends
+    ``log_max_events``, ``log_max_bytes``, ``log`` (a shared session log, e.g.
+    ``trio_agent.open_redis_log(url)``; default: in memory).  On exit every run still going ends
     ``cancelled`` and every task is joined; the model's ``aclose()`` is called.
     """
     if model is None:

@@ -17,7 +17,7 @@ the stamped copy with the session id, the next ``seq`` and the time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeAlias
 
 import attrs
@@ -106,8 +106,17 @@ class Event:
     ts: float = 0.0
 
     def __attrs_post_init__(self) -> None:
-        # One call per construction (not one validator per field): events are built on
-        # the token hot path.
+        # One generated check per class (see ``_compile_check``), not one validator
+        # per field: events are built on the token hot path.  Only when it fails does
+        # the generic loop run, to say which field is wrong and why.
+        if not self._fast_check():
+            self._check()
+
+    def _fast_check(self) -> bool:  # replaced per class by ``_compile_check``
+        return False
+
+    def _check(self) -> None:
+        """Raise :class:`ProtocolError` naming the first field that is wrong."""
         for name, types, optional, choices in self._checks:
             value = getattr(self, name)
             if value is None:
@@ -133,6 +142,16 @@ class Event:
                 f"field 'ts' of {self.type!r} event: expected a finite number, got {ts!r}"
             )
 
+    def _check_json(self, name: str) -> None:
+        """Field ``name`` must be a JSON value (orjson encodes it): caught here, not
+        when the event is first sent or folded."""
+        try:
+            orjson.dumps(getattr(self, name))
+        except orjson.JSONEncodeError as exc:
+            raise ProtocolError(
+                f"field {name!r} of {self.type!r} event: expected a JSON value, {exc}"
+            ) from None
+
     def to_dict(self) -> dict[str, JSON]:
         """The wire form as a plain dict (``type`` first)."""
         out: dict[str, JSON] = {"type": self.type}
@@ -156,6 +175,37 @@ _BASE_CHECKS: Final[tuple[_Check, ...]] = (
 EVENT_TYPES: dict[str, type[Event]] = {}
 
 
+def _compile_check(checks: tuple[_Check, ...]) -> Callable[[Event], bool]:
+    """A function that says whether an event passes ``checks`` (and has a finite
+    ``ts``), as one boolean expression over exact types.
+
+    Generated, as attrs generates ``__init__``: a loop over the checks costs about three
+    times as much, and this runs once per event built.  Exact types are stricter than
+    the ``isinstance`` of :meth:`Event._check`; a value that fails here (a subclass, say)
+    is judged there.
+    """
+    env: dict[str, object] = {}
+    terms = []
+    for i, (name, types, optional, choices) in enumerate(checks):
+        if not types:
+            continue
+        alternatives = []
+        for j, kind in enumerate(types):
+            env[f"_t{i}_{j}"] = kind
+            alternatives.append(f"type(self.{name}) is _t{i}_{j}")
+        term = " or ".join(alternatives)
+        if optional:
+            term = f"self.{name} is None or {term}"
+        if choices is not None:
+            env[f"_c{i}"] = choices
+            term = f"({term}) and self.{name} in _c{i}"
+        terms.append(f"({term})")
+    terms.append("self.ts - self.ts == 0")  # false for NaN and infinities
+    source = "def fast_check(self):\n    return " + " and ".join(terms) + "\n"
+    exec(compile(source, "<trio_agent.events check>", "exec"), env)
+    return env["fast_check"]  # type: ignore[return-value]
+
+
 def _event(type_name: str, **checks: tuple[tuple[type, ...], bool, frozenset[str] | None]) -> Any:
     """Register an event class under its wire ``type`` with its field checks."""
 
@@ -163,6 +213,7 @@ def _event(type_name: str, **checks: tuple[tuple[type, ...], bool, frozenset[str
         cls.type = type_name
         cls._checks = _BASE_CHECKS + tuple((n, *spec) for n, spec in checks.items())
         cls._names = tuple(a.name for a in attrs.fields(cls))
+        cls._fast_check = _compile_check(cls._checks)  # type: ignore[method-assign,assignment]
         EVENT_TYPES[type_name] = cls
         return cls
 
@@ -240,6 +291,10 @@ class ToolCall(Event):
     name: str
     arguments: Mapping[str, JSON]
 
+    def __attrs_post_init__(self) -> None:
+        Event.__attrs_post_init__(self)
+        self._check_json("arguments")
+
 
 TOOL_STATUSES: Final = frozenset({"ok", "error", "timeout", "cancelled"})
 
@@ -259,6 +314,11 @@ class ToolResult(Event):
     status: str
     result: JSON = None
     error: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        Event.__attrs_post_init__(self)
+        if self.result is not None:
+            self._check_json("result")
 
 
 @_event("interrupt", mode=_MODES, reason=_STR, grace=((float, int), True, None))

@@ -1,0 +1,713 @@
+"""Sessions past one process: the log and the commands on Redis Streams, through coredis.
+
+``open_redis_log(url)`` gives a :class:`RedisLog`; ``open_runtime(log=redis_log)`` makes
+every session of that runtime live on Redis (in-memory stays the default):
+
+- **The log** of session ``S`` is the stream ``{prefix}:{S}:log``.  Each event is one
+  entry whose id is ``{seq}-0`` and whose field ``e`` is the event's wire JSON, so the
+  stream's ids *are* the seqs: replay after seq ``n`` is ``XRANGE {n+1}-0 +``, the live
+  tail is ``XREAD BLOCK`` from the last id replayed (never ``$``), and Redis itself
+  refuses an id that is not above the last one.  Entries are appended by one Lua script
+  that checks the writer still holds the session's lease and that the batch starts
+  right after the stream's last seq (so seq is gapless across processes, and a writer
+  that lost its lease is fenced out), then ``XADD … MAXLEN ~ log_max_events``.
+- **Ownership**: one process owns a session: it holds the lease ``{prefix}:{S}:owner``
+  (``SET NX PX``, renewed every third of its TTL) and runs the agent loop.  Every other
+  process that opens the session is a *replica*: it tails the log into its own copy of
+  the session (so its clients see the same events in the same order), and forwards
+  commands to the command stream ``{prefix}:{S}:cmd``, which the owner reads.
+- **Recovery**: a replica tries to take the lease every third of the TTL.  When the
+  owner died, the lease expires and one replica gets it: it reads the log to its end
+  (the old owner can no longer append), and if a run was going it publishes a hard
+  ``interrupt``, a ``cancelled`` ``tool_result`` for every call left open, and
+  ``interrupted`` with a reason that says the session was recovered; then it runs the
+  agent loop, which waits for ``resume``.
+
+Inside one process a session keeps two buses.  ``session.bus`` is the working bus the
+agent loop publishes to; its one subscriber is the *relay*, which appends each batch to
+Redis and then hands the events, now durable, to ``session.view``, the bus clients
+subscribe to.  So a client anywhere sees only events Redis has acknowledged: when the
+owner dies, nothing a client saw can be replaced by the process that recovers the
+session.  On a replica the tail feeds the working bus and the relay only copies.
+
+**Redis unavailable**: the relay's append fails; it interrupts the run (hard, with the
+reason) and publishes an ``error`` ``redis_unavailable`` (retryable), then retries with
+backoff; the run stays paused until ``resume``.  What the relay holds is bounded by its
+capacity, and the agent loop waits when it is full.  Tails reconnect with backoff and go
+on from the last id they read.
+
+**The coredis pitfall**: a blocking read (``XREAD BLOCK``) that is cancelled invalidates
+its connection, and the pool never gets that slot back; after ``max_connections``
+cancelled reads every command waits forever.  Tails and the owner's command reader are
+cancelled all the time (interrupts, clients leaving, takeovers), so no blocking read
+ever runs on the shared pool: each tail has a *dedicated* connection (a client with a
+pool of one, owned by the tail's ``async with``, discarded on cancel or error), and
+reads with a short ``BLOCK``.  The shared pool only carries non-blocking commands
+(which coredis releases before awaiting the reply) and has a ``pool_timeout``, so
+exhaustion raises instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import coredis
+import orjson
+import trio
+from coredis import PureToken
+from coredis.exceptions import RedisError
+
+from . import _wire as wire
+from . import events as ev
+from ._bus import DEFAULT_LOG_MAX_EVENTS, EventBus, EventLog, LogTrimmed, Subscription
+
+if TYPE_CHECKING:
+    from ._session import Runtime, Session
+
+__all__ = [
+    "DEFAULT_BLOCK",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_POOL_TIMEOUT",
+    "DEFAULT_PREFIX",
+    "RELAY_CAPACITY",
+    "LeaseLost",
+    "RedisLog",
+    "RedisLogError",
+    "open_redis_log",
+]
+
+logger = logging.getLogger("trio_agent.redis")
+
+DEFAULT_PREFIX: Final = "trio-agent"
+"""Key prefix: ``{prefix}:{session}:log``, ``:cmd``, ``:cmd_done``, ``:owner``."""
+
+DEFAULT_LEASE_TTL: Final = 5.0
+"""Seconds a session's lease lives unless renewed (every third of it).  The time a dead
+owner's session waits before another process recovers it; short enough that a user
+barely waits, long enough that a GC pause or a slow Redis does not hand a live
+session over."""
+
+DEFAULT_BLOCK: Final = 1.0
+"""Seconds one ``XREAD BLOCK`` of a tail waits at most before it is issued again.  It
+does not delay events (a blocked read returns as soon as one is appended); it bounds
+how long a half-open connection goes unnoticed."""
+
+DEFAULT_MAX_CONNECTIONS: Final = 32
+"""Connections in the shared pool.  It carries only non-blocking commands, which
+coredis multiplexes (a connection goes back to the pool before the reply arrives)."""
+
+DEFAULT_POOL_TIMEOUT: Final = 5.0
+"""Seconds a command waits for a connection from the shared pool before it raises
+(never hangs)."""
+
+RELAY_CAPACITY: Final = 8192
+"""Events the relay (the working bus's subscriber that appends to Redis) buffers.  The
+agent loop waits when it is full: this bounds the events not yet durable, and so the
+memory a Redis outage can pin (tens of MB in the worst case of large tool results)."""
+
+WRITE_BATCH: Final = 512
+"""Events appended by one script call: one round trip per batch when the relay is
+behind, one per event when it keeps up."""
+
+READ_BATCH: Final = 1000
+"""Entries per ``XRANGE``/``XREAD`` reply (a replay of 100k events is 100 calls)."""
+
+COMMAND_STREAM_MAXLEN: Final = 1000
+"""Commands the command stream keeps (``MAXLEN ~``).  Commands are read within
+milliseconds by the owner; the rest is history for debugging."""
+
+BACKOFF_MIN: Final = 0.05
+BACKOFF_MAX: Final = 2.0
+"""Reconnect backoff of tails and the relay: from 50 ms, doubling, at most 2 s."""
+
+RELAY_STALL_TIMEOUT: Final = math.inf
+"""The relay is never evicted: it *is* the session's durability, so dropping it would
+lose events.  It stalls only while Redis is unreachable, and it is bounded by
+:data:`RELAY_CAPACITY` (the agent loop waits)."""
+
+
+class RedisLogError(RuntimeError):
+    """Redis refused or failed an operation on a session log; the message says which."""
+
+
+class LeaseLost(RedisLogError):
+    """This process no longer owns the session (another one took the lease)."""
+
+
+# ---- scripts ----------------------------------------------------------------------
+
+_APPEND: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('NOTOWNER this process does not hold the lease of the session')
+end
+local last = 0
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+local first = tonumber(ARGV[3])
+if first > last + 1 then
+  return redis.error_reply('SEQGAP the log ends at seq ' .. last ..
+    ' but the batch starts at seq ' .. first)
+end
+for i = 4, #ARGV do
+  local seq = first + i - 4
+  if seq > last then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq), 'e', ARGV[i])
+  end
+end
+return first + #ARGV - 4
+"""
+"""Append a batch (idempotent: seqs already there are skipped, so a batch whose reply
+was lost can be sent again), fenced by the lease and by the seq."""
+
+_RENEW: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+"""Renew the lease (or take it back if it expired and nobody else took it)."""
+
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _seq_of(identifier: bytes | str) -> int:
+    text = identifier.decode() if isinstance(identifier, bytes) else identifier
+    return int(text.partition("-")[0])
+
+
+def _decode(entry: Any) -> ev.Event:
+    data = entry.field_values[b"e"]
+    event = ev.from_wire(data)
+    if event.seq != _seq_of(entry.identifier):
+        raise RedisLogError(
+            f"log entry {entry.identifier!r} carries seq {event.seq}: the stream is corrupt"
+        )
+    return event
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt))
+
+
+@attrs.frozen(slots=True)
+class RedisStatistics:
+    """The shared pool, as ``RedisLog.statistics()`` sees it."""
+
+    max_connections: int
+    free_slots: int
+    """Slots a command can take now without waiting (idle connections plus room to
+    open new ones).  Equal to ``max_connections`` when nothing is in flight: a pool
+    that leaked slots shows less."""
+    online_connections: int
+    tails_open: int
+
+
+class RedisLog:
+    """Session logs and command streams on one Redis.  Made by :func:`open_redis_log`,
+    which owns its connection pool; pass it to ``open_runtime(log=...)``."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        block: float = DEFAULT_BLOCK,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        node: str | None = None,
+    ) -> None:
+        if not lease_ttl > 0.03:
+            raise ValueError(f"lease_ttl must be more than 0.03 seconds, got {lease_ttl}")
+        if not 0 < block <= lease_ttl:
+            raise ValueError(f"block must be positive and at most lease_ttl, got {block}")
+        self.client = client
+        self.url = url
+        self.prefix = prefix
+        self.lease_ttl = lease_ttl
+        self.block = block
+        self.max_connections = max_connections
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._tails = 0
+
+    # ---- keys ---------------------------------------------------------------------
+
+    def key(self, session: str, kind: str) -> str:
+        """``{prefix}:{session}:{kind}`` (the session in a hash tag: one cluster slot)."""
+        return f"{self.prefix}:{{{session}}}:{kind}"
+
+    def token(self, session: str) -> str:
+        """What this process writes into a session's lease."""
+        return f"{self.node}:{session}"
+
+    # ---- the log ------------------------------------------------------------------
+
+    async def read(self, session: str, after: int = 0) -> list[ev.Event]:
+        """The events of ``session`` with ``seq > after`` (XRANGE, in chunks).
+
+        Raises :class:`~trio_agent._bus.LogTrimmed` if ``MAXLEN`` trimmed some of
+        them away — never a silent gap.
+        """
+        key = self.key(session, "log")
+        out: list[ev.Event] = []
+        start = after + 1
+        while True:
+            entries = await self.client.xrange(key, f"{start}-0", "+", count=READ_BATCH)
+            for entry in entries:
+                event = _decode(entry)
+                expected = out[-1].seq + 1 if out else after + 1
+                if event.seq != expected:
+                    raise LogTrimmed(expected - 1, event.seq)
+                out.append(event)
+            if len(entries) < READ_BATCH:
+                return out
+            start = out[-1].seq + 1
+
+    async def last_seq(self, session: str) -> int:
+        top = await self.client.xrevrange(self.key(session, "log"), "+", "-", count=1)
+        return _seq_of(top[0].identifier) if top else 0
+
+    async def append(
+        self, session: str, events: Sequence[ev.Event], *, maxlen: int = DEFAULT_LOG_MAX_EVENTS
+    ) -> None:
+        """Append ``events`` (consecutive seqs, stamped) as the session's owner.
+
+        Idempotent.  Raises :class:`LeaseLost` if this process does not hold the
+        lease, :class:`RedisLogError` on a seq gap, coredis' errors if Redis fails.
+        """
+        if not events:
+            return
+        args: list[str | bytes | int] = [self.token(session), maxlen, events[0].seq]
+        args.extend(e.to_wire() for e in events)
+        try:
+            await self.client.eval(
+                _APPEND, [self.key(session, "log"), self.key(session, "owner")], args
+            )
+        except coredis.exceptions.ResponseError as exc:
+            message = str(exc)
+            if "NOTOWNER" in message:
+                raise LeaseLost(
+                    f"can't append to session {session!r}: this process ({self.node}) "
+                    "no longer holds its lease"
+                ) from None
+            raise RedisLogError(f"can't append to session {session!r}: {message}") from None
+
+    @asynccontextmanager
+    async def _dedicated(self) -> AsyncIterator[coredis.Redis[bytes]]:
+        """A client with a pool of one connection, for one blocking reader: when a
+        read on it is cancelled, the connection dies with this client, not in the
+        shared pool (the coredis pitfall, see the module docstring)."""
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            self.url,
+            max_connections=1,
+            pool_timeout=self.block + 5.0,
+            stream_timeout=self.block + 5.0,
+            connect_timeout=5.0,
+        )
+        self._tails += 1
+        try:
+            async with client:
+                yield client
+        finally:
+            self._tails -= 1
+
+    async def tail(
+        self, key: str, after_id: str, *, count: int = READ_BATCH
+    ) -> AsyncIterator[list[Any]]:
+        """Entries of stream ``key`` after ``after_id``, as they come (XREAD BLOCK on a
+        dedicated connection, from the last id read, never ``$``).  Reconnects with
+        backoff when Redis fails, and goes on from the last id it yielded.
+        Cancel-safe: a cancelled tail loses its own connection only."""
+        last = after_id
+        attempt = 0
+        while True:
+            try:
+                async with self._dedicated() as client:
+                    while True:
+                        reply = await client.xread(
+                            {key: last}, count=count, block=int(self.block * 1000)
+                        )
+                        attempt = 0
+                        if not reply:
+                            continue
+                        entries = next(iter(reply.values()))
+                        if entries:
+                            ident = entries[-1].identifier
+                            yield list(entries)
+                            last = ident.decode() if isinstance(ident, bytes) else ident
+            except (RedisError, OSError) as exc:
+                delay = _backoff(attempt)
+                attempt += 1
+                logger.info("tail of %s failed (%s); reconnecting in %.2fs", key, exc, delay)
+                await trio.sleep(delay)
+
+    async def tail_events(self, session: str, after: int = 0) -> AsyncIterator[list[ev.Event]]:
+        """The session's events after seq ``after``, as they are appended."""
+        async for entries in self.tail(self.key(session, "log"), f"{after}-0"):
+            yield [_decode(e) for e in entries]
+
+    # ---- leases -------------------------------------------------------------------
+
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.lease_ttl * 1000))
+
+    async def claim(self, session: str) -> bool:
+        """Take the session's lease if nobody holds it (or this process does)."""
+        result = await self.client.eval(
+            _RENEW, [self.key(session, "owner")], [self.token(session), self._ttl_ms()]
+        )
+        return bool(result)
+
+    async def release(self, session: str) -> None:
+        await self.client.eval(_RELEASE, [self.key(session, "owner")], [self.token(session)])
+
+    async def owner(self, session: str) -> str | None:
+        value = await self.client.get(self.key(session, "owner"))
+        return None if value is None else value.decode()
+
+    # ---- commands -----------------------------------------------------------------
+
+    async def send_command(self, session: str, command: Mapping[str, Any]) -> None:
+        """Append a client command (wire form, ``{"op": …}``) to the command stream."""
+        await self.client.xadd(
+            self.key(session, "cmd"),
+            {"c": orjson.dumps(dict(command))},
+            trim_strategy=PureToken.MAXLEN,
+            threshold=COMMAND_STREAM_MAXLEN,
+            trim_operator=PureToken.APPROXIMATELY,
+        )
+
+    # ---- statistics ---------------------------------------------------------------
+
+    def statistics(self) -> RedisStatistics:
+        pool = self.client.connection_pool
+        queue = pool._available_connections._queue
+        return RedisStatistics(
+            max_connections=self.max_connections,
+            free_slots=len(queue),
+            online_connections=len(pool._online_connections),
+            tails_open=self._tails,
+        )
+
+    # ---- a session, in a runtime (the ``SessionLog`` hook of ``open_runtime``) ------
+
+    async def run_session(
+        self,
+        runtime: Runtime,
+        session: Session,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``session`` in ``runtime``: replay its log, then own it or replicate
+        it (and take it over when its owner dies).  ``task_status.started()`` once the
+        session shows its log; runs until cancelled or until the lease is lost."""
+        replica = _Replica(self, runtime, session)
+        await replica.run(task_status)
+
+
+class _Replica:
+    """One session in one process: see the module docstring."""
+
+    def __init__(self, log: RedisLog, runtime: Runtime, session: Session) -> None:
+        self.log = log
+        self.runtime = runtime
+        self.session = session
+        self.id = session.id
+        self.owner = False
+        self.persist_after = math.inf  # events with a higher seq are appended by the relay
+        self.maxlen = runtime.log_max_events
+        self._pending: list[ev.Event] = []  # the relay's batch not yet durable
+        self._sub: Subscription | None = None
+        self._outage = False
+        self._caught_up = trio.Event()
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        session, log = self.session, self.log
+        bus = session.bus
+        view = EventBus(
+            self.id, log=EventLog(self.runtime.log_max_events, self.runtime.log_max_bytes)
+        )
+        for event in await log.read(self.id, 0):
+            bus.publish_nowait(event)
+            view.publish_nowait(event)
+        session.view = view
+        self._sub = bus.open_subscription(
+            after=bus.log.last_seq,
+            capacity=RELAY_CAPACITY,
+            policy="block",
+            stall_timeout=RELAY_STALL_TIMEOUT,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._relay)
+                owned = await log.claim(self.id)
+                if not owned:
+                    session._forward = self._forward
+                    tail_scope = trio.CancelScope()
+                    tail_done = trio.Event()
+                    nursery.start_soon(self._mirror, tail_scope, tail_done)
+                task_status.started()
+                recovered = False
+                if not owned:
+                    await self._wait_for_lease()
+                    tail_scope.cancel()
+                    await tail_done.wait()
+                    recovered = True
+                # We hold the lease: the previous owner can append nothing more.
+                for event in await log.read(self.id, bus.log.last_seq):
+                    await bus.publish(event)
+                self.persist_after = bus.log.last_seq
+                self.owner = True
+                session._forward = None
+                nursery.start_soon(self._keep_lease)
+                nursery.start_soon(self._read_commands)
+                if recovered:
+                    await self._recover()
+                await session._serve()
+        except* LeaseLost as group:
+            logger.warning("session %r: %s; closing it here", self.id, group.exceptions[0])
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                bus.close()
+                await self._flush()
+                if self.owner:
+                    try:
+                        await log.release(self.id)
+                    except (RedisError, OSError):
+                        pass  # it expires
+            self._sub.close()
+            view.close()
+            if self.runtime._sessions.get(self.id) is session:
+                del self.runtime._sessions[self.id]
+
+    # ---- replica side -------------------------------------------------------------
+
+    async def _mirror(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        """Tail the log into the working bus (the relay copies it into the view)."""
+        bus = self.session.bus
+        try:
+            with scope:
+                async for batch in self.log.tail_events(self.id, bus.log.last_seq):
+                    for event in batch:
+                        if event.seq <= bus.log.last_seq:
+                            continue  # read again after a reconnect
+                        await bus.publish(event)
+        finally:
+            done.set()
+
+    async def _wait_for_lease(self) -> None:
+        while True:
+            await trio.sleep(self.log.lease_ttl / 3)
+            try:
+                if await self.log.claim(self.id):
+                    logger.info("session %r: took over the lease (%s)", self.id, self.log.node)
+                    return
+            except (RedisError, OSError) as exc:
+                logger.info("session %r: can't reach Redis to claim the lease: %s", self.id, exc)
+
+    async def _forward(self, op: str, args: dict[str, Any]) -> None:
+        """A command on a replica: checked against the replica's state (the owner
+        checks again), then sent to the owner through the command stream."""
+        session = self.session
+        s = session.state
+        if op == "interrupt" and not s.running:
+            raise session._refuse("interrupt", "running")
+        if op == "resume" and s.status != "interrupted":
+            raise session._refuse("resume", "interrupted")
+        if op == "cancel" and not (s.running or s.status == "interrupted"):
+            raise session._refuse("cancel", "running or interrupted")
+        try:
+            await self.log.send_command(self.id, {"op": op, **args})
+        except (RedisError, OSError) as exc:
+            raise RedisLogError(
+                f"can't send {op!r} to session {self.id!r}: Redis is unavailable ({exc})"
+            ) from None
+
+    # ---- owner side ---------------------------------------------------------------
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await trio.sleep(self.log.lease_ttl / 3)
+            try:
+                held = await self.log.claim(self.id)
+            except (RedisError, OSError) as exc:
+                logger.warning("session %r: can't renew the lease: %s", self.id, exc)
+                continue
+            if not held:
+                raise LeaseLost(
+                    f"another process took the lease of session {self.id!r} "
+                    f"(now held by {await self.log.owner(self.id)!r})"
+                )
+
+    async def _read_commands(self) -> None:
+        log, session = self.log, self.session
+        done_key = log.key(self.id, "cmd_done")
+        start = await log.client.get(done_key)
+        after = start.decode() if start is not None else "0-0"
+        async for entries in log.tail(log.key(self.id, "cmd"), after):
+            for entry in entries:
+                ident = entry.identifier
+                await log.client.set(done_key, ident)  # at most once
+                try:
+                    command = wire.parse_command(entry.field_values[b"c"])
+                    await _apply(session, command)
+                except Exception as exc:
+                    logger.warning("session %r: command %s refused: %s", self.id, ident, exc)
+
+    async def _recover(self) -> None:
+        """The previous owner died: close what it left in flight."""
+        session = self.session
+        s = session.state
+        if not s.running:
+            return
+        reason = (
+            f"recovered by {self.log.node}: the previous owner's lease expired "
+            "(its process died or lost Redis)"
+        )
+        await session.bus.publish(ev.Interrupt(run=s.run, step=s.step, mode="hard", reason=reason))
+        await session._close_open_calls(s.run, s.step, f"hard interrupt: {reason}")
+        # The agent loop publishes ``interrupted`` at the step boundary and waits.
+        session._interrupt = ("hard", reason)
+
+    async def _relay(self) -> None:
+        """Append each batch of the working bus to Redis (owner), then hand it to the
+        view.  On a replica, the events came from Redis: only the hand-over."""
+        assert self._sub is not None
+        while True:
+            if not self._pending:
+                try:
+                    self._pending = await self._sub.receive_batch(WRITE_BATCH)
+                except trio.EndOfChannel:
+                    return
+            await self._persist_pending()
+            for event in self._pending:
+                await self.session.view.publish(event)
+            self._pending = []
+
+    async def _persist_pending(self) -> None:
+        attempt = 0
+        while True:
+            fresh = [e for e in self._pending if e.seq > self.persist_after]
+            try:
+                await self.log.append(self.id, fresh, maxlen=self.maxlen)
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, coredis.exceptions.ResponseError):
+                    raise
+                if not self._outage:
+                    self._outage = True
+                    self.runtime._nursery.start_soon(self._pause, exc)
+                await trio.sleep(_backoff(attempt))
+                attempt += 1
+                continue
+            if self._outage:
+                self._outage = False
+                logger.warning("session %r: Redis is back", self.id)
+            return
+
+    async def _pause(self, exc: BaseException) -> None:
+        """Redis failed an append: interrupt the run (it waits for ``resume``), say why."""
+        session = self.session
+        message = f"Redis is unavailable, events are held until it is back: {exc}"
+        logger.warning("session %r: %s", self.id, message)
+        try:
+            if session.state.running:
+                await session.interrupt("hard", reason=f"redis unavailable: {exc}")
+        except Exception:
+            pass  # not running any more, or a hard interrupt is pending already
+        s = session.state
+        try:
+            await session.bus.publish(
+                ev.Error(
+                    run=s.run,
+                    step=s.step,
+                    code="redis_unavailable",
+                    message=message,
+                    retryable=True,
+                )
+            )
+        except trio.ClosedResourceError:
+            pass
+
+    async def _flush(self) -> None:
+        """On the way out (shielded, bounded): make durable what the relay holds."""
+        if self._sub is None:
+            return
+        while True:
+            if not self._pending:
+                try:
+                    self._pending = self._sub.receive_batch_nowait(WRITE_BATCH)
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+            if self.owner:
+                try:
+                    await self.log.append(
+                        self.id,
+                        [e for e in self._pending if e.seq > self.persist_after],
+                        maxlen=self.maxlen,
+                    )
+                except (RedisError, OSError) as exc:
+                    logger.warning("session %r: events not flushed to Redis: %s", self.id, exc)
+                    return
+            for event in self._pending:
+                try:
+                    self.session.view.publish_nowait(event)
+                except (trio.WouldBlock, trio.ClosedResourceError):
+                    break
+            self._pending = []
+
+
+async def _apply(session: Session, command: wire.Command) -> None:
+    if isinstance(command, wire.UserInput):
+        await session.send(command.text)
+    elif isinstance(command, wire.Interrupt):
+        await session.interrupt(command.mode, reason=command.reason, grace=command.grace)
+    elif isinstance(command, wire.Resume):
+        await session.resume(command.instruction)
+    else:
+        await session.cancel()
+
+
+@asynccontextmanager
+async def open_redis_log(
+    url: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    block: float = DEFAULT_BLOCK,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    node: str | None = None,
+) -> AsyncIterator[RedisLog]:
+    """``async with open_redis_log("redis://127.0.0.1:6379/0") as log:`` — then
+    ``open_runtime(log=log)``.  Owns the shared connection pool (closed on exit)."""
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url,
+        max_connections=max_connections,
+        pool_timeout=pool_timeout,
+        connect_timeout=5.0,
+        stream_timeout=30.0,
+    )
+    async with client:
+        yield RedisLog(
+            client,
+            url,
+            prefix=prefix,
+            lease_ttl=lease_ttl,
+            block=block,
+            max_connections=max_connections,
+            node=node,
+        )
