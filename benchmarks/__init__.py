@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Final
 
-BENCHMARKS: Final[tuple[str, ...]] = ("bus", "stall", "interrupt", "step", "ws")
+BENCHMARKS: Final[tuple[str, ...]] = (
+    "bus",
+    "stall",
+    "interrupt",
+    "step",
+    "ws",
+    "sessions",
+    "replay",
+)
 """Module names, in the order ``trio-agent bench`` runs them."""
 
 __all__ = ["BENCHMARKS"]

@@ -7,6 +7,10 @@
 - :func:`asyncio_queue` — an ``asyncio.Queue(maxsize=1024)`` producer and consumer.
 - :func:`naive_trio` — ``trio.open_memory_channel(1024)``, ``await send`` per event and
   ``async for`` on the other side.
+- :func:`langgraph_stream` — LangGraph's token streaming, the framework most users would
+  otherwise pick: a one-node ``StateGraph`` whose async node writes each token through
+  ``langgraph.config.get_stream_writer()``, consumed with
+  ``graph.astream(..., stream_mode="custom")`` (optional: needs ``langgraph``).
 
 Each takes a producer-side ``make(i) -> event`` so that every variant builds the same
 event objects per token as ours does, and returns the seconds the whole stream took.
@@ -15,16 +19,29 @@ event objects per token as ours does, and returns the seconds the whole stream t
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import trio
 
-__all__ = ["CallbackBus", "Counter", "asyncio_queue", "callback_bus", "naive_trio"]
+__all__ = [
+    "CallbackBus",
+    "Counter",
+    "asyncio_queue",
+    "callback_bus",
+    "langgraph_available",
+    "langgraph_stream",
+    "naive_trio",
+]
 
 HISTORY: Final = 1000
 QUEUE_SIZE: Final = 1024
+LANGGRAPH_YIELD_EVERY: Final = 256
+"""Tokens the LangGraph node writes between two ``await asyncio.sleep(0)``: a model
+node awaits its stream now and then (as ours yields when a subscriber's 256-event
+buffer is full); it also bounds what LangGraph's unbounded stream queue holds."""
 
 
 class CallbackBus:
@@ -130,3 +147,50 @@ def naive_trio(n: int, make: Callable[[int], Any]) -> float:
         return elapsed
 
     return trio.run(main)
+
+
+def langgraph_available() -> bool:
+    return importlib.util.find_spec("langgraph") is not None
+
+
+def langgraph_stream(n: int, make: Callable[[int], Any]) -> float:
+    """Seconds for ``graph.astream(..., stream_mode="custom")`` to deliver ``n`` tokens
+    to one consumer, written by a one-node graph through ``get_stream_writer()``.
+
+    The graph is compiled before the clock starts; the time covers the whole
+    ``astream`` call (the graph run, every chunk through LangGraph's stream, the
+    consumer's ``async for``).
+    """
+    from typing import TypedDict
+
+    from langgraph.config import get_stream_writer
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        n: int
+
+    async def model(state: State) -> dict[str, Any]:
+        write = get_stream_writer()
+        every = LANGGRAPH_YIELD_EVERY
+        for i in range(state["n"]):
+            write(make(i))
+            if i % every == every - 1:
+                await asyncio.sleep(0)
+        return {}
+
+    builder = StateGraph(State)
+    builder.add_node("model", model)
+    builder.add_edge(START, "model")
+    builder.add_edge("model", END)
+    graph = builder.compile()
+
+    async def main() -> float:
+        received = 0
+        t0 = time.perf_counter()
+        async for _ in graph.astream({"n": n}, stream_mode="custom"):
+            received += 1
+        elapsed = time.perf_counter() - t0
+        assert received == n, received
+        return elapsed
+
+    return asyncio.run(main())

@@ -7,7 +7,9 @@ reducer, fan-out — to 1 and to 4 lossless subscribers, each draining with
 ``await receive_batch()``.  Baselines, same process, same run, the same event objects
 built per token: the seed's callback bus with 1 and 4 counting callbacks, an
 ``asyncio.Queue(maxsize=1024)`` producer/consumer, and the naive trio loop
-(``open_memory_channel(1024)``, ``await send`` / ``async for``).
+(``open_memory_channel(1024)``, ``await send`` / ``async for``), and (1 subscriber, when
+``langgraph`` is installed) LangGraph's streaming: a node writing each token through
+``get_stream_writer()``, one consumer of ``graph.astream(..., stream_mode="custom")``.
 
 Also a per-event cost breakdown (ns per event, measured synchronously, no scheduler):
 constructing the event, stamping it, reducing it, appending it to the log, the clock,
@@ -277,6 +279,7 @@ CALLBACK_1: Final = "callback bus (1 callback)"
 CALLBACK_4: Final = "callback bus (4 callbacks)"
 ASYNCIO: Final = "asyncio.Queue(1024)"
 NAIVE_TRIO: Final = "naive trio channel(1024)"
+LANGGRAPH: Final = 'LangGraph astream(stream_mode="custom")'
 
 
 def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
@@ -288,15 +291,15 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
         return lambda: n / measure()
 
     say(f"1 subscriber vs baselines ({n:,} events x {runs} runs)")
-    one = compare(
-        {
-            "ours": rate(partial(ours, n, 1)),
-            CALLBACK_1: rate(partial(baselines.callback_bus, n, 1, make_token)),
-            NAIVE_TRIO: rate(partial(baselines.naive_trio, n, make_token)),
-            ASYNCIO: rate(partial(baselines.asyncio_queue, n, make_token)),
-        },
-        runs,
-    )
+    variants = {
+        "ours": rate(partial(ours, n, 1)),
+        CALLBACK_1: rate(partial(baselines.callback_bus, n, 1, make_token)),
+        NAIVE_TRIO: rate(partial(baselines.naive_trio, n, make_token)),
+        ASYNCIO: rate(partial(baselines.asyncio_queue, n, make_token)),
+    }
+    if baselines.langgraph_available():
+        variants[LANGGRAPH] = rate(partial(baselines.langgraph_stream, n, make_token))
+    one = compare(variants, runs)
     say(f"4 subscribers vs baselines ({n:,} events x {runs} runs)")
     four = compare(
         {
@@ -325,8 +328,17 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
             targets=(
                 Target("≥ 1.0x the callback bus", CALLBACK_1, at_least=1.0),
                 Target("≥ 3x the naive trio loop", NAIVE_TRIO, at_least=3.0),
+                Target("≥ 3x LangGraph's stream", LANGGRAPH, at_least=3.0),
             ),
-            notes=note,
+            notes=note
+            + (
+                f" LangGraph: a one-node StateGraph whose async node writes the same {n:,} "
+                "events through get_stream_writer() (awaiting asyncio.sleep(0) every "
+                f"{baselines.LANGGRAPH_YIELD_EVERY} tokens), consumed by one "
+                'async for over graph.astream(..., stream_mode="custom").'
+                if LANGGRAPH in one
+                else " LangGraph not installed: its baseline was skipped."
+            ),
         ),
         Figure(
             benchmark=NAME,

@@ -163,6 +163,10 @@ def machine() -> Json:
 def fmt(value: float, unit: str) -> str:
     if unit == "events/s":
         return f"{value:,.0f}/s"
+    if unit == "tokens/s":
+        return f"{value:,.0f} tokens/s"
+    if unit == "KiB":
+        return f"{value:.1f} KiB"
     if unit in ("ns/event",):
         return f"{value:,.0f} ns"
     if unit == "ms":
@@ -278,25 +282,12 @@ def plot(results: Json, out: Path) -> list[str]:
 
     latency = [f for f in figures if f["kind"] == "latency" and f["percentiles"]]
     if latency:
-        seen: dict[str, Json] = {}
-        for f in latency:  # one curve per situation (its p50 and p99 figures share them)
-            seen.setdefault(f["name"].rsplit(".", 1)[0], f)
-        fig, ax = plt.subplots(figsize=(8, 4))
-        width = 0.8 / len(seen)
-        for i, (key, f) in enumerate(seen.items()):
-            pcts = f["percentiles"]
-            xs = [j + i * width for j in range(len(pcts))]
-            ax.bar(xs, list(pcts.values()), width=width, label=key)
-            if i == 0:
-                ax.set_xticks(
-                    [j + width * (len(seen) - 1) / 2 for j in range(len(pcts))], list(pcts)
-                )
-        targets = [t["at_most"] for f in latency for t in f["targets"] if t["at_most"]]
-        if targets:
-            ax.axhline(min(targets), color="tab:red", linestyle="--", label="target p99")
-        ax.set_ylabel("ms")
-        ax.set_title("hard interrupt → interrupted published (wall clock)")
-        ax.legend(fontsize=8)
+        by_bench: dict[str, list[Json]] = {}
+        for f in latency:  # one panel per benchmark: their scales differ by 100x
+            by_bench.setdefault(f["benchmark"], []).append(f)
+        fig, axes = plt.subplots(len(by_bench), 1, figsize=(8, 3.4 * len(by_bench)), squeeze=False)
+        for ax, (bench, group) in zip(axes[:, 0], by_bench.items(), strict=True):
+            _latency_panel(ax, bench, group)
         save(fig, "latency.png")
 
     memory = [f for f in figures if f["kind"] == "memory" and f["series"]]
@@ -313,6 +304,19 @@ def plot(results: Json, out: Path) -> list[str]:
         ax.legend(fontsize=8)
         save(fig, "memory.png")
 
+    per_item = [f for f in figures if f["kind"] == "memory" and not f["series"]]
+    if per_item:
+        fig, axes = plt.subplots(
+            len(per_item), 1, figsize=(8, 1.6 + 1.4 * len(per_item)), squeeze=False
+        )
+        for ax, f in zip(axes[:, 0], per_item, strict=True):
+            bars(ax, f)
+            for t in f["targets"]:
+                if t["at_most"]:
+                    ax.axvline(t["at_most"], color="tab:red", linestyle="--", label=t["label"])
+                    ax.legend(fontsize=7)
+        save(fig, "memory_per_session.png")
+
     costs = [f for f in figures if f["kind"] == "cost"]
     if costs:
         fig, ax = plt.subplots(figsize=(8, 0.9 + 0.35 * len(costs)))
@@ -328,6 +332,35 @@ def plot(results: Json, out: Path) -> list[str]:
             ax.text(v, i, f" {v:,.0f}", va="center", fontsize=7)
         save(fig, "costs.png")
     return written
+
+
+_LATENCY_TITLES: Final = {
+    "interrupt": "hard interrupt → interrupted published (wall clock)",
+    "ws": "publish → WebSocket client in another process",
+    "sessions": "publish → subscriber, many sessions in one runtime",
+}
+
+
+def _latency_panel(ax: Any, bench: str, group: list[Json]) -> None:
+    """Grouped bars of the pooled percentiles, one group per situation."""
+    seen: dict[str, Json] = {}
+    for f in group:  # one curve per situation (its p50 and p99 figures share them)
+        seen.setdefault(f["name"].rsplit(".", 1)[0], f)
+    width = 0.8 / len(seen)
+    for i, (key, f) in enumerate(seen.items()):
+        pcts = f["percentiles"]
+        xs = [j + i * width for j in range(len(pcts))]
+        ax.bar(xs, list(pcts.values()), width=width, label=key)
+        if i == 0:
+            ax.set_xticks([j + width * (len(seen) - 1) / 2 for j in range(len(pcts))], list(pcts))
+    targets = [t["at_most"] for f in group for t in f["targets"] if t["at_most"]]
+    if targets:
+        ax.axhline(min(targets), color="tab:red", linestyle="--", label="target p99")
+    if any(max(f["percentiles"].values()) > 50 * min(f["percentiles"].values()) for f in group):
+        ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.set_title(_LATENCY_TITLES.get(bench, f"{bench}: latency percentiles"), fontsize=10)
+    ax.legend(fontsize=8)
 
 
 # ---- running -----------------------------------------------------------------------

@@ -472,9 +472,7 @@ class EventBus:
         if self._closed:
             raise trio.ClosedResourceError(f"session {self.session!r} is closed")
         for sub in self._blocking:  # every lossless subscriber has room, or nothing
-            if len(sub._buffer) >= sub.capacity and (
-                sub.types is None or event.type in sub.types
-            ):
+            if len(sub._buffer) >= sub.capacity and (sub.types is None or event.type in sub.types):
                 raise trio.WouldBlock
         seq = self.log.last_seq + 1
         if event.seq == seq and event.session == self.session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -122,12 +123,18 @@ def _run_command(args: argparse.Namespace) -> int:
             async with session.subscribe(after=0) as events:
                 await session.send(args.prompt)
                 async for event in events:
-                    if args.events == "jsonl":
-                        sys.stdout.buffer.write(event.to_wire() + b"\n")
-                        sys.stdout.flush()
-                    elif isinstance(event, ev.TokenStream):
-                        sys.stdout.write(event.text)
-                        sys.stdout.flush()
+                    try:
+                        if args.events == "jsonl":
+                            sys.stdout.buffer.write(event.to_wire() + b"\n")
+                            sys.stdout.flush()
+                        elif isinstance(event, ev.TokenStream):
+                            sys.stdout.write(event.text)
+                            sys.stdout.flush()
+                    except BrokenPipeError:
+                        # The reader went away (``| head``): stop quietly, as Unix tools do.
+                        devnull = os.open(os.devnull, os.O_WRONLY)
+                        os.dup2(devnull, sys.stdout.fileno())
+                        return 0
                     if isinstance(event, ev.Error) and not event.retryable:
                         error = f"{event.code}: {event.message}"
                     elif isinstance(event, ev.Error):

@@ -64,10 +64,12 @@ import orjson
 import trio
 from coredis import PureToken
 from coredis.exceptions import RedisError
+from coredis.retry import NoRetryPolicy
 
 from . import _wire as wire
 from . import events as ev
 from ._bus import DEFAULT_LOG_MAX_EVENTS, EventBus, EventLog, LogTrimmed, Subscription
+from ._session import SessionStateError
 
 if TYPE_CHECKING:
     from ._session import Runtime, Session
@@ -199,6 +201,16 @@ def _decode(entry: Any) -> ev.Event:
     return event
 
 
+def _unavailable(exc: BaseException) -> bool:
+    """``exc`` says Redis could not be reached or answered no more (coredis raises
+    some of these from inside its task groups, as exception groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_unavailable(e) for e in exc.exceptions)
+    return isinstance(exc, RedisError | OSError) and not isinstance(
+        exc, coredis.exceptions.ResponseError
+    )
+
+
 def _backoff(attempt: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt))
 
@@ -233,8 +245,8 @@ class RedisLog:
     ) -> None:
         if not lease_ttl > 0.03:
             raise ValueError(f"lease_ttl must be more than 0.03 seconds, got {lease_ttl}")
-        if not 0 < block <= lease_ttl:
-            raise ValueError(f"block must be positive and at most lease_ttl, got {block}")
+        if not block > 0:
+            raise ValueError(f"block must be positive, got {block}")
         self.client = client
         self.url = url
         self.prefix = prefix
@@ -314,9 +326,13 @@ class RedisLog:
         client: coredis.Redis[bytes] = coredis.Redis.from_url(
             self.url,
             max_connections=1,
-            pool_timeout=self.block + 5.0,
+            # Only this reader uses it: waiting for its one slot means the slot leaked
+            # (a read died with its connection); fail at once, a new client follows.
+            pool_timeout=1.0,
             stream_timeout=self.block + 5.0,
             connect_timeout=5.0,
+            # Fail fast: the tail reconnects (with backoff) on a fresh client.
+            retry_policy=NoRetryPolicy(),
         )
         self._tails += 1
         try:
@@ -349,7 +365,9 @@ class RedisLog:
                             ident = entries[-1].identifier
                             yield list(entries)
                             last = ident.decode() if isinstance(ident, bytes) else ident
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
                 delay = _backoff(attempt)
                 attempt += 1
                 logger.info("tail of %s failed (%s); reconnecting in %.2fs", key, exc, delay)
@@ -460,22 +478,21 @@ class _Replica:
                     tail_scope = trio.CancelScope()
                     tail_done = trio.Event()
                     nursery.start_soon(self._mirror, tail_scope, tail_done)
-                task_status.started()
-                recovered = False
-                if not owned:
+                    task_status.started()
                     await self._wait_for_lease()
                     tail_scope.cancel()
                     await tail_done.wait()
-                    recovered = True
                 # We hold the lease: the previous owner can append nothing more.
                 for event in await log.read(self.id, bus.log.last_seq):
                     await bus.publish(event)
                 self.persist_after = bus.log.last_seq
                 self.owner = True
                 session._forward = None
+                if owned:
+                    task_status.started()
                 nursery.start_soon(self._keep_lease)
                 nursery.start_soon(self._read_commands)
-                if recovered:
+                if not owned:
                     await self._recover()
                 await session._serve()
         except* LeaseLost as group:
@@ -487,8 +504,10 @@ class _Replica:
                 if self.owner:
                     try:
                         await log.release(self.id)
-                    except (RedisError, OSError):
-                        pass  # it expires
+                    except Exception as exc:
+                        if not _unavailable(exc):
+                            raise
+                        # (the lease expires)
             self._sub.close()
             view.close()
             if self.runtime._sessions.get(self.id) is session:
@@ -516,7 +535,9 @@ class _Replica:
                 if await self.log.claim(self.id):
                     logger.info("session %r: took over the lease (%s)", self.id, self.log.node)
                     return
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
                 logger.info("session %r: can't reach Redis to claim the lease: %s", self.id, exc)
 
     async def _forward(self, op: str, args: dict[str, Any]) -> None:
@@ -532,7 +553,9 @@ class _Replica:
             raise session._refuse("cancel", "running or interrupted")
         try:
             await self.log.send_command(self.id, {"op": op, **args})
-        except (RedisError, OSError) as exc:
+        except Exception as exc:
+            if not _unavailable(exc):
+                raise
             raise RedisLogError(
                 f"can't send {op!r} to session {self.id!r}: Redis is unavailable ({exc})"
             ) from None
@@ -544,7 +567,9 @@ class _Replica:
             await trio.sleep(self.log.lease_ttl / 3)
             try:
                 held = await self.log.claim(self.id)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
                 logger.warning("session %r: can't renew the lease: %s", self.id, exc)
                 continue
             if not held:
@@ -554,19 +579,33 @@ class _Replica:
                 )
 
     async def _read_commands(self) -> None:
+        """Apply the commands other processes forward, in order, each at most once
+        (its id is recorded before it is applied).  Survives Redis restarts."""
         log, session = self.log, self.session
         done_key = log.key(self.id, "cmd_done")
-        start = await log.client.get(done_key)
-        after = start.decode() if start is not None else "0-0"
-        async for entries in log.tail(log.key(self.id, "cmd"), after):
-            for entry in entries:
-                ident = entry.identifier
-                await log.client.set(done_key, ident)  # at most once
-                try:
-                    command = wire.parse_command(entry.field_values[b"c"])
-                    await _apply(session, command)
-                except Exception as exc:
-                    logger.warning("session %r: command %s refused: %s", self.id, ident, exc)
+        after: str | None = None
+        attempt = 0
+        while True:
+            try:
+                if after is None:
+                    start = await log.client.get(done_key)
+                    after = start.decode() if start is not None else "0-0"
+                async for entries in log.tail(log.key(self.id, "cmd"), after):
+                    for entry in entries:
+                        ident = entry.identifier
+                        await log.client.set(done_key, ident)
+                        after = ident.decode() if isinstance(ident, bytes) else str(ident)
+                        attempt = 0
+                        try:
+                            command = wire.parse_command(entry.field_values[b"c"].decode())
+                            await _apply(session, command)
+                        except (SessionStateError, ValueError, TypeError) as exc:
+                            logger.info("session %r: command %s refused: %s", self.id, after, exc)
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
+                await trio.sleep(_backoff(attempt))
+                attempt += 1
 
     async def _recover(self) -> None:
         """The previous owner died: close what it left in flight."""
@@ -604,7 +643,9 @@ class _Replica:
             fresh = [e for e in self._pending if e.seq > self.persist_after]
             try:
                 await self.log.append(self.id, fresh, maxlen=self.maxlen)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
                 if isinstance(exc, coredis.exceptions.ResponseError):
                     raise
                 if not self._outage:
@@ -659,7 +700,9 @@ class _Replica:
                         [e for e in self._pending if e.seq > self.persist_after],
                         maxlen=self.maxlen,
                     )
-                except (RedisError, OSError) as exc:
+                except Exception as exc:
+                    if not _unavailable(exc):
+                        raise
                     logger.warning("session %r: events not flushed to Redis: %s", self.id, exc)
                     return
             for event in self._pending:

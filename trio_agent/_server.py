@@ -908,6 +908,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a browser origin (scheme://host[:port]) allowed besides the server's own page; "
         "repeatable",
     )
+    from ._redis_cli import add_redis_arguments
+
+    add_redis_arguments(parser)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -931,11 +934,13 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> int:
+        from ._redis_cli import open_log_from_args
         from ._session import open_runtime
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with (
-                open_runtime(model=model, tools=DEMO_TOOLS) as runtime,
+                open_log_from_args(args) as log,  # --redis URL; None: in memory
+                open_runtime(model=model, tools=DEMO_TOOLS, log=log) as runtime,
                 trio.open_nursery() as nursery,
             ):
                 server = AgentServer(runtime, token=token, allow_origins=args.allow_origins)
@@ -982,5 +987,7 @@ async def cancel_runs(runtime: Runtime, grace: float) -> None:
         async with trio.open_nursery() as nursery:
             for session in list(runtime.sessions.values()):
                 state = session.state
+                if session._forward is not None:
+                    continue  # a replica: the run belongs to the process that owns it
                 if state.running or state.status == "interrupted":
                     nursery.start_soon(cancel, session)

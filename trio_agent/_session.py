@@ -29,10 +29,11 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from functools import partial
 from typing import Any, Final, Literal, Protocol
 
+import attrs
 import trio
 
 from . import events as ev
@@ -183,7 +184,7 @@ class Session:
         capacity: int = DEFAULT_CAPACITY,
         policy: Policy = "block",
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-    ) -> Any:
+    ) -> AbstractAsyncContextManager[Subscription]:
         """``async with session.subscribe(...) as events`` — see ``EventBus.subscribe``."""
         return self.view.subscribe(
             types=types,
@@ -389,21 +390,14 @@ class Session:
         self._wake = trio.Event()
 
     async def _emit_token(self, run: int, step: int, text: str) -> None:
-        """The token hot path: build the event already stamped (no copy), publish it
-        without a scheduler round-trip unless a subscriber is full."""
+        """The token hot path: the event is built already stamped (this session, the
+        next seq, the time), which spares ``publish`` its stamping copy."""
         bus = self.bus
-        event = ev.TokenStream(
-            session=self.id, run=run, step=step, seq=bus.next_seq, ts=time.time(), text=text
+        await self._emit(
+            ev.TokenStream(
+                session=self.id, run=run, step=step, seq=bus.next_seq, ts=time.time(), text=text
+            )
         )
-        try:
-            bus.publish_nowait(event)
-        except trio.WouldBlock:
-            await self._emit(ev.TokenStream(run=run, step=step, text=text))
-            return
-        self._since_yield += 1
-        if self._since_yield >= YIELD_EVERY:
-            self._since_yield = 0
-            await trio.lowlevel.checkpoint()
 
     async def _emit(self, event: ev.Event) -> ev.Event:
         """Publish from the loop: no scheduler round-trip unless a subscriber is full
@@ -412,6 +406,8 @@ class Session:
             stamped = self.bus.publish_nowait(event)
         except trio.WouldBlock:
             self._since_yield = 0
+            if event.seq:  # stamped for a seq that will be gone once we have waited
+                event = attrs.evolve(event, session="", seq=0, ts=0.0)
             return await self.bus.publish(event)
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY:
@@ -420,10 +416,15 @@ class Session:
         return stamped
 
     async def _emit_shielded(self, event: ev.Event) -> None:
-        """Publish during cleanup, even though the scope around is cancelled.  Bounded:
-        a full lossless subscriber is evicted after its stall timeout."""
-        with trio.CancelScope(shield=True):
-            await self.bus.publish(event)
+        """Publish during cleanup, even though the scope around is cancelled: at once
+        when every subscriber has room (no scheduler round-trip on the interrupt path),
+        else waiting shielded — bounded: a full lossless subscriber is evicted after
+        its stall timeout."""
+        try:
+            self.bus.publish_nowait(event)
+        except trio.WouldBlock:
+            with trio.CancelScope(shield=True):
+                await self.bus.publish(event)
 
     async def _run(self) -> None:
         """One run, from ``run_started`` (already published) to ``done``."""
@@ -573,9 +574,9 @@ class Session:
             if chunk.text:
                 await self._emit(ev.Reasoning(run=run, step=step, text=chunk.text))
         elif isinstance(chunk, Retrying):
-            message = f"{chunk.message} (attempt {chunk.attempt}; retrying in {chunk.delay:.1f}s)"
+            # The provider's message says what failed and when it tries again.
             await self._emit(
-                ev.Error(run=run, step=step, code=chunk.code, message=message, retryable=True)
+                ev.Error(run=run, step=step, code=chunk.code, message=chunk.message, retryable=True)
             )
         elif isinstance(chunk, Finish) and chunk.usage is not None:
             outcome.usage = outcome.usage + chunk.usage

@@ -102,6 +102,10 @@ class Tool:
     fn: Callable[..., Any]
     is_async: bool
     timeout: float | None = None
+    # Built once: a validator per call costs more than most tool calls.
+    validator: jsonschema.protocols.Validator = attrs.field(
+        init=False, eq=False, repr=False, hash=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if not TOOL_NAME_PATTERN.match(self.name):
@@ -119,6 +123,7 @@ class Tool:
             raise ValueError(
                 f"tool {self.name!r}: parameters are not a valid JSON schema: {exc.message}"
             ) from None
+        object.__setattr__(self, "validator", _DRAFT(self.parameters))
 
     @property
     def spec(self) -> ToolSpec:
@@ -368,7 +373,7 @@ async def execute_tool(
     if tool_ is None:
         known = ", ".join(repr(n) for n in registry.names()) or "none"
         return ToolOutcome.failed(f"unknown tool {name!r}; known tools: {known}")
-    errors = _DRAFT(tool_.parameters).iter_errors(dict(arguments))
+    errors = tool_.validator.iter_errors(dict(arguments))
     error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         return ToolOutcome.failed(_validation_message(name, error))

@@ -1,0 +1,96 @@
+"""The command line, run as users run it: ``trio-agent`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trio_agent.testing import ScriptBuilder
+
+pytestmark = pytest.mark.timeout(60)
+
+TRIO_AGENT = [sys.executable, "-m", "trio_agent._cli"]
+
+
+def run_cli(*args: str, timeout: float = 45) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRIO_AGENT, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_run_prints_every_event_as_a_json_line(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            ScriptBuilder()
+            .turn(
+                tokens=["Let me see."],
+                tool_calls=[{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}],
+            )
+            .turn(tokens=["It is ", "42."])
+            .build()
+        )
+    )
+    result = run_cli("run", "--model", f"scripted:{script}", "--events", "jsonl", "what is 6*7?")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0] == {**events[0], "type": "user_input", "text": "what is 6*7?"}
+    tool_result = next(e for e in events if e["type"] == "tool_result")
+    assert (tool_result["status"], tool_result["result"]) == ("ok", 42)
+    assert events[-1]["type"] == "done"
+    assert (events[-1]["status"], events[-1]["text"]) == ("completed", "It is 42.")
+
+
+def test_run_streams_the_text_and_exits_0(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(ScriptBuilder().turn(tokens=["Hello", ", ", "you"]).build()))
+    result = run_cli("run", "--model", f"scripted:{script}", "--tools", "", "hi")
+    assert (result.returncode, result.stdout) == (0, "Hello, you\n")
+
+
+def test_run_fails_with_the_error_on_stderr() -> None:
+    # Nothing listens on port 9 of loopback: the provider retries, then gives up.
+    result = run_cli(
+        "run", "--model", "openai:some-model", "--base-url", "http://127.0.0.1:9/v1", "hi"
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("trio-agent run: the run ended failed: connection: ")
+    assert "127.0.0.1:9" in last
+
+
+def test_run_refuses_bad_arguments() -> None:
+    result = run_cli("run", "--tools", "calculator,teleport", "hi")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "trio-agent run: unknown tool(s) teleport; built-in tools: calculator, sleep"
+    )
+    result = run_cli("run", "--model", "bogus", "hi")
+    assert result.returncode == 2
+    assert "bogus" in result.stderr
+
+
+def test_demo_shows_the_whole_story() -> None:
+    result = run_cli("demo", "--speed", "4")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in (
+        "▶ steer: Also, say hi to everyone watching!",
+        "↳ ok: 35",
+        "⏸ interrupted at step 2 (hard)",
+        "↳ cancelled: hard interrupt: the nap is taking too long",
+        "▶ resume: Skip the nap and wrap up.",
+        "■ done (completed)",
+        "event timeline",
+        "final state",
+    ):
+        assert expected in out, expected
+    # The step after the steering message had it in its input.
+    assert "step 2: thinking… (newest user message in its input: 'Also, say hi" in out.replace(
+        "\n", ""
+    ).replace("  ", " ")

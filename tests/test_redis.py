@@ -1,0 +1,452 @@
+"""Sessions on Redis Streams (``trio_agent._redis``), against a real ``redis-server``.
+
+The server is started by :mod:`tests.redis_server` on a free loopback port with a
+temporary directory and AOF on; with ``CI=true`` a missing ``redis-server`` fails the
+module instead of skipping it.  Time is real here (Redis is a real process), so every
+wait is bounded by ``fail_after``.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio_websocket
+from conftest import IN_CI
+from redis_server import RedisServer, RedisServerMissing
+
+import trio_agent
+from trio_agent import events as ev
+from trio_agent._redis import RedisLog, open_redis_log
+from trio_agent._session import Runtime, Session
+from trio_agent.testing import ScriptBuilder, check_invariants
+
+pytestmark = pytest.mark.timeout(60)
+
+LEASE_TTL = 0.6
+"""A short lease, so that a dead owner is recovered within a second."""
+
+BLOCK = 0.2
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+    except RedisServerMissing as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and {exc}")
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@asynccontextmanager
+async def redis_runtime(
+    server: RedisServer, prefix: str, node: str, model: Any, **options: Any
+) -> AsyncIterator[tuple[Runtime, RedisLog]]:
+    async with (
+        open_redis_log(
+            server.url, prefix=prefix, lease_ttl=LEASE_TTL, block=BLOCK, node=node
+        ) as log,
+        trio_agent.open_runtime(model=model, tools=[trio_agent.sleep], log=log, **options) as rt,
+    ):
+        yield rt, log
+
+
+def slow_script(tokens: int = 40, delay: float = 0.02, nap: float = 0.5) -> ScriptBuilder:
+    return (
+        ScriptBuilder()
+        .turn(
+            [f"t{i} " for i in range(tokens)],
+            delay=delay,
+            tool_calls=[{"id": "c1", "name": "sleep", "arguments": {"seconds": nap}}],
+        )
+        .turn(["done", "."], delay=delay)
+    )
+
+
+async def wait_for(
+    session: Session, predicate: Any, timeout: float = 10.0, *, working: bool = False
+) -> None:
+    """Until ``predicate(state)`` holds for the session's view (what clients see), or
+    with ``working`` for its working bus (what the agent loop published)."""
+    bus = session.bus if working else session.view
+    with trio.fail_after(timeout):
+        async with bus.subscribe(policy="drop_oldest") as events:
+            while not predicate(bus.state):
+                await events.receive()
+
+
+def wires(events: Sequence[ev.Event]) -> list[bytes]:
+    return [e.to_wire() for e in events]
+
+
+# ---- the log on a stream ------------------------------------------------------------
+
+
+async def test_log_on_a_stream_ids_are_seqs_and_replay_rebuilds(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    model = ScriptBuilder().turn(["Hello", ",", " world"]).model()
+    with trio.fail_after(20):
+        async with redis_runtime(redis_server, prefix, "a", model) as (rt, log):
+            session = await rt.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("hi")
+                seen = []
+                async for e in events:
+                    seen.append(e)
+                    if isinstance(e, ev.Done):
+                        break
+            entries = await log.client.xrange(log.key("s1", "log"))
+            assert [x.identifier for x in entries] == [f"{e.seq}-0".encode() for e in seen]
+            stored = await log.read("s1", 0)
+            assert wires(stored) == wires(seen) == wires(list(session.log))
+            check_invariants(stored, session.state)
+            assert await log.read("s1", 3) == stored[3:]
+        # A new process (here: runtime) rebuilds the session from the stream alone.
+        async with redis_runtime(redis_server, prefix, "b", model) as (rt, _):
+            again = await rt.open_session("s1")
+            assert wires(list(again.log)) == wires(stored)
+            assert again.state == session.state
+            await again.send("more")  # it owns the session now: runs go on from seq n+1
+            await wait_for(again, lambda s: s.status == "done" and s.run == 2)
+            check_invariants(list(again.log), again.state)
+
+
+async def test_replica_sees_the_owners_run_and_its_interrupt_takes_effect(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    model = slow_script().model()
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", model) as (rt_a, _),
+            redis_runtime(redis_server, prefix, "b", slow_script().model()) as (rt_b, log_b),
+        ):
+            owner = await rt_a.open_session("s")
+            replica = await rt_b.open_session("s")
+            assert owner._forward is None and replica._forward is not None
+            async with replica.subscribe(after=0) as events:
+                await replica.send("go")  # forwarded through the command stream
+                got: list[ev.Event] = []
+                async for e in events:
+                    got.append(e)
+                    if isinstance(e, ev.TokenStream) and e.text == "t5 ":
+                        await replica.interrupt("hard", reason="from b")
+                    if isinstance(e, ev.Interrupted):
+                        break
+                assert owner.state.status == "interrupted"
+                await replica.resume("carry on")
+                async for e in events:
+                    got.append(e)
+                    if isinstance(e, ev.Done):
+                        break
+            assert [e.seq for e in got] == list(range(1, len(got) + 1))
+            assert wires(got) == wires(list(owner.log))
+            interrupts = [e for e in got if isinstance(e, ev.Interrupt)]
+            assert [(i.mode, i.reason) for i in interrupts] == [("hard", "from b")]
+            check_invariants(got, owner.state)
+            assert replica.state == owner.state
+            stats = log_b.statistics()
+            assert stats.free_slots == stats.max_connections
+
+
+async def test_cancelling_a_tail_500_times_leaves_the_pool_healthy(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The coredis pitfall: a cancelled XREAD BLOCK kills its connection and the pool
+    never gets the slot back.  First shown on a raw pool (it raises, thanks to the
+    pool timeout, instead of hanging), then the tails are shown immune."""
+    with trio.fail_after(50):
+        async with open_redis_log(
+            redis_server.url, prefix=prefix, max_connections=4, pool_timeout=0.3, block=BLOCK
+        ) as log:
+            key = log.key("s", "log")
+            await log.client.xadd(key, {"e": b"x"}, identifier="1-0")
+            for _ in range(4):  # the pitfall, on the shared pool
+                with trio.move_on_after(0.01):
+                    await log.client.xread({key: "1-0"}, block=1000)
+            assert log.statistics().free_slots == 0
+            with pytest.raises(TimeoutError):
+                await log.client.get("k")
+
+        async with open_redis_log(
+            redis_server.url, prefix=prefix, max_connections=4, pool_timeout=1.0, block=BLOCK
+        ) as log:
+            baseline = len(await log.client.client_list())
+            rng = random.Random(7)
+            received = 0
+            for i in range(500):
+                with trio.move_on_after(rng.choice([0, 0.0005, 0.002, 0.005])):
+                    async for _batch in log.tail(key, "0-0"):
+                        received += 1
+                if i % 50 == 0:  # the shared pool answers between cancellations
+                    assert await log.client.xlen(key) == 1
+            assert received > 0  # some tails got as far as reading
+            assert log.statistics().tails_open == 0
+            stats = log.statistics()
+            assert stats.free_slots == stats.max_connections == 4
+
+            async def xlen() -> None:
+                assert await log.client.xlen(key) == 1
+
+            for _ in range(20):  # more commands at once than the pool has connections
+                async with trio.open_nursery() as nursery:
+                    for _ in range(10):
+                        nursery.start_soon(xlen)
+            with trio.fail_after(5):
+                # (polling another process: there is no event to wait on)
+                while len(await log.client.client_list()) > baseline:  # noqa: ASYNC110
+                    await trio.sleep(0.05)  # the server saw every dedicated connection go
+
+
+async def test_dead_owner_is_recovered_by_replay(redis_server: RedisServer, prefix: str) -> None:
+    """An owner that died mid-tool-call (its events are on the stream, its lease is
+    left to expire): the replica takes over, closes the call ``cancelled``, publishes
+    ``interrupted`` with the reason, and the run resumes from there."""
+    with trio.fail_after(30):
+        async with open_redis_log(redis_server.url, prefix=prefix, node="dead") as dead:
+            stamped: list[ev.Event] = []
+            for event in [
+                ev.UserInput(run=1, text="go"),
+                ev.RunStarted(run=1),
+                ev.Thinking(run=1, step=1),
+                ev.TokenStream(run=1, step=1, text="Let me"),
+                ev.ToolCallStart(run=1, step=1, call_id="c1", name="sleep"),
+                ev.ToolCall(run=1, step=1, call_id="c1", name="sleep", arguments={"seconds": 30}),
+            ]:
+                stamped.append(attrs_evolve(event, session="s", seq=len(stamped) + 1, ts=1.0))
+            await dead.client.set(dead.key("s", "owner"), dead.token("s"), px=int(LEASE_TTL * 1000))
+            await dead.append("s", stamped)
+        model = ScriptBuilder().turn(["resumed"]).model()
+        async with redis_runtime(redis_server, prefix, "b", model) as (rt, log):
+            session = await rt.open_session("s")
+            assert session._forward is not None  # a replica while the lease lives
+            await wait_for(session, lambda s: s.status == "interrupted")
+            tail = list(session.view.log)[len(stamped) :]
+            assert [e.type for e in tail] == ["interrupt", "tool_result", "interrupted"]
+            assert tail[1].status == "cancelled"  # type: ignore[attr-defined]
+            assert "recovered by b" in tail[2].reason  # type: ignore[attr-defined]
+            assert wires(list(session.view.log)[: len(stamped)]) == wires(stamped)
+            await session.resume("go on")
+            await wait_for(session, lambda s: s.status == "done")
+            stored = await log.read("s")
+            check_invariants(stored, session.state)
+            assert wires(stored) == wires(list(session.view.log))
+
+
+def attrs_evolve(event: ev.Event, **changes: Any) -> ev.Event:
+    import attrs
+
+    return attrs.evolve(event, **changes)
+
+
+# ---- Redis restarted mid-stream -----------------------------------------------------
+
+
+async def test_redis_restart_mid_stream_pauses_the_run_and_loses_nothing(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    model = ScriptBuilder().turn([f"t{i} " for i in range(200)], delay=0.01).model()
+    with trio.fail_after(40):
+        async with (
+            redis_runtime(redis_server, prefix, "a", model) as (rt_a, log_a),
+            redis_runtime(redis_server, prefix, "b", ScriptBuilder().model()) as (rt_b, _),
+        ):
+            owner = await rt_a.open_session("s")
+            replica = await rt_b.open_session("s")
+            await owner.send("go")
+            await wait_for(replica, lambda s: s.seq >= 20)
+            await trio.to_thread.run_sync(redis_server.stop)
+            # The run paused (the working bus: nothing is durable while Redis is down).
+            await wait_for(owner, lambda s: s.status == "interrupted", working=True)
+            await trio.to_thread.run_sync(redis_server.start)
+            errors = [e for e in owner.log if isinstance(e, ev.Error)]
+            assert errors and errors[0].code == "redis_unavailable" and errors[0].retryable
+            (paused,) = [e for e in owner.log if isinstance(e, ev.Interrupted)]
+            assert paused.reason.startswith("redis unavailable")
+            await wait_for(replica, lambda s: s.status == "interrupted" and s.error is not None)
+            await replica.resume()  # through the command stream: its reader reconnected
+            await wait_for(replica, lambda s: s.status == "done", timeout=20)
+            stored = await log_a.read("s")
+            assert wires(stored) == wires(list(owner.log)) == wires(list(replica.view.log))
+            check_invariants(stored, owner.state)
+            assert str(replica.state.messages[-1].content).startswith("t0 t1 ")
+
+
+# ---- two processes ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serve_process(
+    server: RedisServer, prefix: str, script: dict[str, Any], tmp: Path, name: str
+) -> AsyncIterator[tuple[trio.Process, int]]:
+    path = tmp / f"{name}.json"
+    path.write_text(orjson.dumps(script).decode())
+    command = [
+        sys.executable,
+        "-m",
+        "trio_agent._cli",
+        "serve",
+        "--port",
+        "0",
+        "--model",
+        f"scripted:{path}",
+        "--redis",
+        server.url,
+        "--redis-prefix",
+        prefix,
+        "--lease-ttl",
+        str(LEASE_TTL),
+    ]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial_run_process(command, stdout=subprocess.PIPE)
+        )
+        assert proc.stdout is not None
+        line = b""
+        with trio.fail_after(15):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some(1)
+                assert chunk, "the serve process exited before listening"
+                line += chunk
+        port = int(line.decode().rsplit(":", 1)[1].strip().strip("/"))
+        try:
+            yield proc, port
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(10):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+            nursery.cancel_scope.cancel()
+
+
+def partial_run_process(command: list[str], **kwargs: Any) -> Any:
+    async def run(*, task_status: trio.TaskStatus[trio.Process]) -> None:
+        await trio.run_process(command, check=False, task_status=task_status, **kwargs)
+
+    return run
+
+
+class Client:
+    """A WebSocket client of one session: every event dict it received, in order."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+
+    async def until(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            while True:
+                frame = orjson.loads(await self.ws.get_message())
+                for e in frame:
+                    if e["type"] == "state":
+                        continue
+                    self.events.append(e)
+                    if predicate(e):
+                        return e
+
+    async def send(self, **command: Any) -> None:
+        await self.ws.send_message(orjson.dumps(command).decode())
+
+
+@asynccontextmanager
+async def connect(port: int, after: int | None = None) -> AsyncIterator[Client]:
+    query = "" if after is None else f"?after={after}"
+    async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/sessions/s{query}") as ws:
+        yield Client(ws)
+
+
+def assert_covers(received: list[dict[str, Any]], log: Sequence[ev.Event]) -> None:
+    """What clients received (frames merge tokens) is exactly the log: every other
+    event once, seqs increasing, token text concatenating to the log's."""
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(set(seqs)), f"not strictly increasing: {seqs}"
+    by_seq = {e.seq: e for e in log}
+    texts: dict[tuple[int, int], str] = {}
+    for e in received:
+        if e["type"] == "token_stream":
+            texts[(e["run"], e["step"])] = texts.get((e["run"], e["step"]), "") + e["text"]
+        else:
+            assert by_seq[e["seq"]].to_dict() == e
+    expected: dict[tuple[int, int], str] = {}
+    for e in log:
+        if isinstance(e, ev.TokenStream):
+            expected[(e.run, e.step)] = expected.get((e.run, e.step), "") + e.text
+    assert texts == expected
+    others = [e.seq for e in log if not isinstance(e, ev.TokenStream)]
+    assert [e["seq"] for e in received if e["type"] != "token_stream"] == others
+
+
+async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
+    redis_server: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    tokens = [f"w{i} " for i in range(30)]
+    # The scripted model plays turn n when the conversation holds n assistant
+    # messages: both processes play the same script, wherever the run is.
+    script = (
+        ScriptBuilder()
+        .turn(tokens, delay=0.03)  # interrupted (hard) from the replica
+        .turn(
+            tokens,
+            delay=0.01,
+            tool_calls=[{"id": "n", "name": "sleep", "arguments": {"seconds": 20}}],
+        )  # the owner is killed during the tool call
+        .turn(["recovered", " and", " done."])  # played by the process that recovered
+        .build()
+    )
+    with trio.fail_after(55):
+        async with (
+            serve_process(redis_server, prefix, script, tmp_path, "a") as (proc_a, port_a),
+            serve_process(redis_server, prefix, script, tmp_path, "b") as (_, port_b),
+        ):
+            async with connect(port_a) as on_a:  # A opens the session first: A owns it
+                await on_a.send(op="user_input", text="hello")  # nothing happens on A yet…
+                await on_a.until(lambda e: e["type"] == "run_started")
+                # …but a client of B sees the run that A drives, and steers it.
+                async with connect(port_b, after=0) as on_b:
+                    await on_b.until(lambda e: e["type"] == "token_stream" and e["seq"] > 6)
+                    await on_b.send(op="interrupt", mode="hard", reason="from b")
+                    await on_b.until(lambda e: e["type"] == "interrupted")
+                    seen_b = list(on_b.events)
+                # Reconnect to the other process with after=: nothing lost, nothing twice.
+                async with connect(port_a, after=seen_b[-1]["seq"]) as again:
+                    await again.send(op="resume", instruction="go on")
+                    await again.until(lambda e: e["type"] == "tool_call")
+                    seen = seen_b + again.events
+            # kill -9 the owner in the middle of the tool call.
+            proc_a.kill()
+            await proc_a.wait()
+            async with connect(port_b, after=seen[-1]["seq"]) as on_b:
+                await on_b.until(lambda e: e["type"] == "interrupted", timeout=15)
+                recovered = on_b.events
+                assert [e["type"] for e in recovered] == ["interrupt", "tool_result", "interrupted"]
+                assert recovered[1]["status"] == "cancelled"
+                assert "recovered by" in recovered[2]["reason"]
+                await on_b.send(op="resume", instruction=None)
+                await on_b.until(lambda e: e["type"] == "done")
+                seen += on_b.events
+        async with open_redis_log(redis_server.url, prefix=prefix) as log:
+            stored = await log.read("s")
+        check_invariants(stored)
+        assert_covers(seen, stored)
+        assert stored[-1].status == "completed"  # type: ignore[attr-defined]
+        assert stored[-1].text == "recovered and done."  # type: ignore[attr-defined]
