@@ -16,7 +16,6 @@ the host root, as the official SDK takes it.  The stream's events map to chunks:
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -39,12 +38,11 @@ from ._base import (
 )
 from ._http import (
     DEFAULT_RETRY,
+    HTTPModel,
     ProviderRequest,
     RetryPolicy,
     decode_json,
     drain,
-    make_client,
-    resolve_base_url,
     stream_sse,
 )
 
@@ -83,7 +81,7 @@ _ERROR_CODES = {
 }
 
 
-class AnthropicModel:
+class AnthropicModel(HTTPModel):
     """A model served over the Anthropic Messages streaming API.
 
     ``base_url`` (else ``$ANTHROPIC_BASE_URL``, else the Anthropic API) is the host
@@ -93,6 +91,12 @@ class AnthropicModel:
     the API; ``system`` is the system prompt; ``extra_body`` is merged into every
     request body (``temperature``, ``thinking``, …).
     """
+
+    PROVIDER = PROVIDER
+    KEY_ENV = ANTHROPIC_KEY_ENV
+    BASE_URL_ENV = ANTHROPIC_BASE_URL_ENV
+    DEFAULT_BASE_URL = DEFAULT_ANTHROPIC_BASE_URL
+    PATH = "/v1/messages"
 
     def __init__(
         self,
@@ -111,22 +115,21 @@ class AnthropicModel:
             raise ValueError("AnthropicModel needs a model name, e.g. 'claude-sonnet-4-5'")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
-        self.model = model
-        self.base_url = resolve_base_url(
-            base_url, ANTHROPIC_BASE_URL_ENV, DEFAULT_ANTHROPIC_BASE_URL
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            system=system,
+            extra_body=extra_body,
+            extra_headers=extra_headers,
+            retry=retry,
         )
-        self.url = f"{self.base_url}/v1/messages"
-        self._api_key = api_key if api_key is not None else os.environ.get(ANTHROPIC_KEY_ENV)
-        self._owns_client = client is None
-        self._client = make_client() if client is None else client
         self.max_tokens = max_tokens
-        self.system = system
-        self._extra_body = dict(extra_body or {})
-        self._extra_headers = dict(extra_headers or {})
-        self.retry = retry
+        self._extra_headers["anthropic-version"] = ANTHROPIC_VERSION
 
-    def __repr__(self) -> str:
-        return f"AnthropicModel({self.model!r}, base_url={self.base_url!r})"
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key}
 
     def request_body(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -149,17 +152,7 @@ class AnthropicModel:
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncGenerator[Chunk, None]:
         """Stream one model call's chunks (see the module docstring)."""
-        headers = {**self._extra_headers, "anthropic-version": ANTHROPIC_VERSION}
-        if self._api_key:
-            headers["x-api-key"] = self._api_key
-        request = ProviderRequest(
-            provider=PROVIDER,
-            key_env=ANTHROPIC_KEY_ENV,
-            url=self.url,
-            headers=headers,
-            body=orjson.dumps(self.request_body(messages, tools)),
-            has_key=bool(self._api_key),
-        )
+        request = self.request(messages, tools)
         decoder = _EventDecoder(request)
         async with aclosing(stream_sse(self._client, request, self.retry)) as events:
             async for event in events:
@@ -185,11 +178,6 @@ class AnthropicModel:
                 "complete (no message_delta and no message_stop)",
             )
         yield decoder.finish()
-
-    async def aclose(self) -> None:
-        """Close the connection pool, if this model made it."""
-        if self._owns_client:
-            await self._client.aclose()
 
 
 class _EventDecoder:

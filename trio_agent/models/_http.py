@@ -19,9 +19,9 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import attrs
 import httpx
@@ -29,7 +29,7 @@ import orjson
 import trio
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from ._base import ModelError, Retrying
+from ._base import Message, ModelError, Retrying, ToolSpec
 
 __all__ = [
     "BASE_DELAY",
@@ -46,6 +46,7 @@ __all__ = [
     "POOL_TIMEOUT",
     "READ_TIMEOUT",
     "WRITE_TIMEOUT",
+    "HTTPModel",
     "ProviderRequest",
     "RetryPolicy",
     "decode_json",
@@ -536,3 +537,75 @@ def _connect_timeout(client: httpx.AsyncClient) -> str:
 
 def _seconds(value: float | None) -> str:
     return "(no limit)" if value is None else f"{value:g}s"
+
+
+class HTTPModel:
+    """What the HTTP providers share: where to send, the key, the connection pool, the
+    request options, and closing.
+
+    A subclass names its provider (``PROVIDER``), its key's and base URL's environment
+    variables (``KEY_ENV``, ``BASE_URL_ENV``), its default base URL and the path it
+    appends, says how the key is sent (:meth:`auth_headers`) and builds the body
+    (``request_body``).  ``client`` is a shared connection pool, which stays the
+    caller's to close; without one the model makes its own and closes it in
+    :meth:`aclose`.
+    """
+
+    PROVIDER: ClassVar[str]
+    KEY_ENV: ClassVar[str]
+    BASE_URL_ENV: ClassVar[str]
+    DEFAULT_BASE_URL: ClassVar[str]
+    PATH: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        client: httpx.AsyncClient | None,
+        system: str | None,
+        extra_body: Mapping[str, Any] | None,
+        extra_headers: Mapping[str, str] | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self.model = model
+        self.base_url = resolve_base_url(base_url, self.BASE_URL_ENV, self.DEFAULT_BASE_URL)
+        self.url = f"{self.base_url}{self.PATH}"
+        self._api_key = api_key if api_key is not None else os.environ.get(self.KEY_ENV)
+        self._owns_client = client is None
+        self._client = make_client() if client is None else client
+        self.system = system
+        self._extra_body = dict(extra_body or {})
+        self._extra_headers = dict(extra_headers or {})
+        self.retry = retry
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r})"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ProviderRequest:
+        """The request for one model call."""
+        headers = dict(self._extra_headers)
+        if self._api_key:
+            headers.update(self.auth_headers(self._api_key))
+        return ProviderRequest(
+            provider=self.PROVIDER,
+            key_env=self.KEY_ENV,
+            url=self.url,
+            headers=headers,
+            body=orjson.dumps(self.request_body(messages, tools)),
+            has_key=bool(self._api_key),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool, if this model made it."""
+        if self._owns_client:
+            await self._client.aclose()

@@ -15,7 +15,6 @@ includes ``/v1``, as the official SDK takes it.  The stream is a series of
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -38,12 +37,11 @@ from ._base import (
 )
 from ._http import (
     DEFAULT_RETRY,
+    HTTPModel,
     ProviderRequest,
     RetryPolicy,
     decode_json,
     drain,
-    make_client,
-    resolve_base_url,
     stream_sse,
 )
 
@@ -62,7 +60,7 @@ DONE_SENTINEL = "[DONE]"
 PROVIDER = "OpenAI-compatible server"
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(HTTPModel):
     """A model served over the Chat Completions streaming API.
 
     ``base_url`` (else ``$OPENAI_BASE_URL``, else the OpenAI API) includes ``/v1``;
@@ -73,6 +71,12 @@ class OpenAIChatModel:
     ``None``); ``system`` is sent as a leading system message; ``extra_body`` is merged
     into every request body (``temperature``, ``reasoning_effort``, …).
     """
+
+    PROVIDER = PROVIDER
+    KEY_ENV = OPENAI_KEY_ENV
+    BASE_URL_ENV = OPENAI_BASE_URL_ENV
+    DEFAULT_BASE_URL = DEFAULT_OPENAI_BASE_URL
+    PATH = "/chat/completions"
 
     def __init__(
         self,
@@ -89,20 +93,20 @@ class OpenAIChatModel:
     ) -> None:
         if not model:
             raise ValueError("OpenAIChatModel needs a model name, e.g. 'gpt-4o-mini'")
-        self.model = model
-        self.base_url = resolve_base_url(base_url, OPENAI_BASE_URL_ENV, DEFAULT_OPENAI_BASE_URL)
-        self.url = f"{self.base_url}/chat/completions"
-        self._api_key = api_key if api_key is not None else os.environ.get(OPENAI_KEY_ENV)
-        self._owns_client = client is None
-        self._client = make_client() if client is None else client
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            system=system,
+            extra_body=extra_body,
+            extra_headers=extra_headers,
+            retry=retry,
+        )
         self.max_tokens = max_tokens
-        self.system = system
-        self._extra_body = dict(extra_body or {})
-        self._extra_headers = dict(extra_headers or {})
-        self.retry = retry
 
-    def __repr__(self) -> str:
-        return f"OpenAIChatModel({self.model!r}, base_url={self.base_url!r})"
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
 
     def request_body(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -129,17 +133,7 @@ class OpenAIChatModel:
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncGenerator[Chunk, None]:
         """Stream one model call's chunks (see the module docstring)."""
-        headers = dict(self._extra_headers)
-        if self._api_key:
-            headers["authorization"] = f"Bearer {self._api_key}"
-        request = ProviderRequest(
-            provider=PROVIDER,
-            key_env=OPENAI_KEY_ENV,
-            url=self.url,
-            headers=headers,
-            body=orjson.dumps(self.request_body(messages, tools)),
-            has_key=bool(self._api_key),
-        )
+        request = self.request(messages, tools)
         decoder = _ChunkDecoder(request)
         async with aclosing(stream_sse(self._client, request, self.retry)) as events:
             async for event in events:
@@ -163,11 +157,6 @@ class OpenAIChatModel:
                 "complete (no finish_reason and no [DONE])",
             )
         yield decoder.finish()
-
-    async def aclose(self) -> None:
-        """Close the connection pool, if this model made it."""
-        if self._owns_client:
-            await self._client.aclose()
 
 
 class _ChunkDecoder:
