@@ -362,25 +362,31 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
 
     async def receive(self) -> ev.Event:
         await checkpoint_if_cancelled()
+        parked = False
         while True:
             try:
                 event = self.receive_nowait()
             except trio.WouldBlock:
                 await self._receivers.park()
+                parked = True  # that was our schedule point: none more on the way out
                 continue
-            await cancel_shielded_checkpoint()
+            if not parked:
+                await cancel_shielded_checkpoint()
             return event
 
     async def receive_batch(self, max_events: int | None = None) -> list[ev.Event]:
         """Wait for at least one event, then return every event waiting."""
         await checkpoint_if_cancelled()
+        parked = False
         while True:
             try:
                 batch = self.receive_batch_nowait(max_events)
             except trio.WouldBlock:
                 await self._receivers.park()
+                parked = True
                 continue
-            await cancel_shielded_checkpoint()
+            if not parked:
+                await cancel_shielded_checkpoint()
             return batch
 
     # ---- closing ------------------------------------------------------------------
