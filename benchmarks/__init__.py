@@ -19,6 +19,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "ws",
     "sessions",
     "replay",
+    "redis",
 )
 """Module names, in the order ``trio-agent bench`` runs them."""
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # System components the test suite uses for real: Debian's Chromium (driven by
-# Playwright in the browser tests).  Installed once; a no-op when present.
+# Playwright in the browser tests) and redis-server (tests/test_redis.py starts its
+# own, on a free loopback port).  Installed once; a no-op when present.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -54,7 +54,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -342,12 +342,21 @@ class RedisLog:
             self._tails -= 1
 
     async def tail(
-        self, key: str, after_id: str, *, count: int = READ_BATCH
-    ) -> AsyncIterator[list[Any]]:
-        """Entries of stream ``key`` after ``after_id``, as they come (XREAD BLOCK on a
-        dedicated connection, from the last id read, never ``$``).  Reconnects with
-        backoff when Redis fails, and goes on from the last id it yielded.
-        Cancel-safe: a cancelled tail loses its own connection only."""
+        self,
+        key: str,
+        after_id: str,
+        deliver: Callable[[list[Any]], Awaitable[None]],
+        *,
+        count: int = READ_BATCH,
+    ) -> None:
+        """Call ``deliver`` with each batch of entries of stream ``key`` after
+        ``after_id``, as they come; runs until cancelled.  XREAD BLOCK on a dedicated
+        connection, from the last id read (never ``$``); reconnects with backoff when
+        Redis fails and goes on from the last id delivered.  Cancel-safe: a cancelled
+        tail loses its own connection only.
+
+        (A callback, not an async generator: the connection's task group must not be
+        held open across a ``yield``.)"""
         last = after_id
         attempt = 0
         while True:
@@ -363,7 +372,7 @@ class RedisLog:
                         entries = next(iter(reply.values()))
                         if entries:
                             ident = entries[-1].identifier
-                            yield list(entries)
+                            await deliver(list(entries))
                             last = ident.decode() if isinstance(ident, bytes) else ident
             except Exception as exc:
                 if not _unavailable(exc):
@@ -373,10 +382,15 @@ class RedisLog:
                 logger.info("tail of %s failed (%s); reconnecting in %.2fs", key, exc, delay)
                 await trio.sleep(delay)
 
-    async def tail_events(self, session: str, after: int = 0) -> AsyncIterator[list[ev.Event]]:
-        """The session's events after seq ``after``, as they are appended."""
-        async for entries in self.tail(self.key(session, "log"), f"{after}-0"):
-            yield [_decode(e) for e in entries]
+    async def tail_events(
+        self, session: str, after: int, deliver: Callable[[list[ev.Event]], Awaitable[None]]
+    ) -> None:
+        """:meth:`tail` of the session's log after seq ``after``, decoded."""
+
+        async def decode(entries: list[Any]) -> None:
+            await deliver([_decode(e) for e in entries])
+
+        await self.tail(self.key(session, "log"), f"{after}-0", decode)
 
     # ---- leases -------------------------------------------------------------------
 
@@ -520,11 +534,13 @@ class _Replica:
         bus = self.session.bus
         try:
             with scope:
-                async for batch in self.log.tail_events(self.id, bus.log.last_seq):
+
+                async def ingest(batch: list[ev.Event]) -> None:
                     for event in batch:
-                        if event.seq <= bus.log.last_seq:
-                            continue  # read again after a reconnect
-                        await bus.publish(event)
+                        if event.seq > bus.log.last_seq:  # (not read again after a reconnect)
+                            await bus.publish(event)
+
+                await self.log.tail_events(self.id, bus.log.last_seq, ingest)
         finally:
             done.set()
 
@@ -590,7 +606,9 @@ class _Replica:
                 if after is None:
                     start = await log.client.get(done_key)
                     after = start.decode() if start is not None else "0-0"
-                async for entries in log.tail(log.key(self.id, "cmd"), after):
+
+                async def apply(entries: list[Any]) -> None:
+                    nonlocal after, attempt
                     for entry in entries:
                         ident = entry.identifier
                         await log.client.set(done_key, ident)
@@ -601,6 +619,8 @@ class _Replica:
                             await _apply(session, command)
                         except (SessionStateError, ValueError, TypeError) as exc:
                             logger.info("session %r: command %s refused: %s", self.id, after, exc)
+
+                await log.tail(log.key(self.id, "cmd"), after, apply)
             except Exception as exc:
                 if not _unavailable(exc):
                     raise
