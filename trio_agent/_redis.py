@@ -69,7 +69,7 @@ from coredis.retry import NoRetryPolicy
 from . import _wire as wire
 from . import events as ev
 from ._bus import DEFAULT_LOG_MAX_EVENTS, EventBus, EventLog, LogTrimmed, Subscription
-from ._session import SessionStateError
+from ._session import SessionLogError, SessionStateError
 
 if TYPE_CHECKING:
     from ._session import Runtime, Session
@@ -137,7 +137,7 @@ lose events.  It stalls only while Redis is unreachable, and it is bounded by
 :data:`RELAY_CAPACITY` (the agent loop waits)."""
 
 
-class RedisLogError(RuntimeError):
+class RedisLogError(SessionLogError):
     """Redis refused or failed an operation on a session log; the message says which."""
 
 

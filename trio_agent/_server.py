@@ -56,6 +56,7 @@ from ._session import (
     Runtime,
     Session,
     SessionLimitError,
+    SessionLogError,
     SessionStateError,
     validate_session_id,
 )
@@ -821,6 +822,8 @@ class AgentServer:
                 await _apply(session, command)
             except SessionStateError as exc:
                 await self._send_error(client, "bad_state", str(exc))
+            except SessionLogError as exc:
+                await self._send_error(client, "log_unavailable", str(exc))
             except (ValueError, TypeError) as exc:
                 await self._send_error(client, "bad_command", str(exc))
             except trio.ClosedResourceError:

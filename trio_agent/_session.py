@@ -80,6 +80,7 @@ __all__ = [
     "Session",
     "SessionLimitError",
     "SessionLog",
+    "SessionLogError",
     "SessionStateError",
     "open_runtime",
 ]
@@ -122,6 +123,11 @@ class SessionLog(Protocol):
     async def run_session(
         self, runtime: Runtime, session: Session, *, task_status: trio.TaskStatus[None]
     ) -> None: ...
+
+
+class SessionLogError(RuntimeError):
+    """The shared session log (``open_runtime(log=...)``) failed an operation: a command
+    could not be delivered to the session's owner, say.  The message says which."""
 
 
 class SessionStateError(RuntimeError):
