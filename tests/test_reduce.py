@@ -543,3 +543,42 @@ def test_model_output_before_the_first_thinking_is_illegal(event: ev.Event) -> N
     # state.text and then vanish at the next thinking, never reaching the conversation.
     state = fold([ev.RunStarted(run=1)])
     assert_rejected(state, event, f"{event.type} before the step's thinking event in run 1")
+
+
+# ---- the bus's lazy token fold ------------------------------------------------------
+
+
+@given(
+    prefix=st.lists(st.text(max_size=3), max_size=5),
+    texts=st.lists(st.text(max_size=5), max_size=40),
+)
+def test_fold_tokens_equals_reducing_each_token(prefix: list[str], texts: list[str]) -> None:
+    from trio_agent._reduce import fold_tokens
+
+    state = fold([ev.RunStarted(run=1), ev.Thinking(run=1, step=1)])
+    seq = state.seq
+    for text in prefix:  # a state whose text list is shared with older values
+        seq += 1
+        state = reduce(state, ev.TokenStream(run=1, step=1, seq=seq, text=text))
+    tokens = [
+        ev.TokenStream(run=1, step=1, seq=seq + i + 1, text=text) for i, text in enumerate(texts)
+    ]
+    one_by_one = state
+    for e in tokens:
+        one_by_one = reduce(one_by_one, e)
+    assert fold_tokens(state, tokens) == one_by_one
+    assert fold_tokens(state, tokens).to_dict() == one_by_one.to_dict()
+
+
+def test_fold_tokens_refuses_what_reduce_refuses() -> None:
+    from trio_agent._reduce import fold_tokens
+
+    idle = fold([])
+    token = ev.TokenStream(run=1, step=1, seq=1, text="x")
+    with pytest.raises(ReduceError, match=r"^can't apply 'token_stream' event in state 'idle'$"):
+        fold_tokens(idle, [token])
+    started = fold([ev.RunStarted(run=1)])
+    with pytest.raises(
+        ReduceError, match=r"^token_stream before the step's thinking event in run 1$"
+    ):
+        fold_tokens(started, [token])

@@ -44,7 +44,7 @@ import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import events as ev
-from ._reduce import State, initial_state, reduce
+from ._reduce import State, fold_tokens, initial_state, reduce, token_legal
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -84,6 +84,10 @@ DEFAULT_STALL_TIMEOUT: Final = 10.0
 """Seconds a lossless subscriber may hold the publisher with a full buffer and no
 progress before it is evicted.  Long enough for a slow network hiccup, short enough that
 one frozen browser tab cannot pause a run for long."""
+
+FOLD_EVERY: Final = 256
+"""Tokens the bus holds unfolded at most (see ``EventBus.state``): enough to fold a
+burst in one state copy, few enough that the pending list stays small."""
 
 _EVENT_OVERHEAD: Final = 200
 """Bytes counted per event on top of its text (object header, slots, the floats and
@@ -270,6 +274,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         self._buffer: deque[ev.Event] = deque()
         self._cursor = cursor  # last seq read from the log while replaying; None: live
         self._receivers = ParkingLot()  # receive() waiting for an event
+        self._parked = 0  # tasks parked in _receivers: a plain int for the publisher
         self._room = ParkingLot()  # publishers waiting for room in the buffer
         self._closed = False
         self._ended = False  # the bus closed: drain, then EndOfChannel
@@ -360,6 +365,13 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             pass  # raised again by the next call
         return batch
 
+    async def _park(self) -> None:
+        self._parked += 1
+        try:
+            await self._receivers.park()
+        finally:
+            self._parked -= 1
+
     async def receive(self) -> ev.Event:
         await checkpoint_if_cancelled()
         parked = False
@@ -367,7 +379,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             try:
                 event = self.receive_nowait()
             except trio.WouldBlock:
-                await self._receivers.park()
+                await self._park()
                 parked = True  # that was our schedule point: none more on the way out
                 continue
             if not parked:
@@ -382,7 +394,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             try:
                 batch = self.receive_batch_nowait(max_events)
             except trio.WouldBlock:
-                await self._receivers.park()
+                await self._park()
                 parked = True
                 continue
             if not parked:
@@ -442,7 +454,9 @@ class EventBus:
     ) -> None:
         self.session = session
         self.log = log if log is not None else EventLog()
-        self.state = state if state is not None else initial_state(session)
+        self._state = state if state is not None else initial_state(session)
+        # Tokens published since the state was last read, not yet folded into it.
+        self._tokens: list[ev.TokenStream] = []
         self._clock = clock
         self._live: list[Subscription] = []  # every subscriber not replaying
         self._blocking: list[Subscription] = []  # the live ones with policy "block"
@@ -450,6 +464,22 @@ class EventBus:
         self._ids = itertools.count(1)
         self._closed = False
         self._waiting = 0
+
+    @property
+    def state(self) -> State:
+        """The reduced state: the fold of the log.
+
+        Tokens are folded lazily: ``publish`` checks that a ``token_stream`` event is
+        legal (the status and open step, which tokens never change), logs it and fans
+        it out at once, and folds the run of tokens into the state with one copy
+        (:func:`~trio_agent._reduce.fold_tokens`) when the state is next read — here,
+        or by the next event of another type.  Observably the same as reducing each
+        token as it comes; one state copy per burst instead of one per token.
+        """
+        if self._tokens:
+            self._state = fold_tokens(self._state, self._tokens)
+            self._tokens.clear()
+        return self._state
 
     # ---- publishing ---------------------------------------------------------------
 
@@ -490,7 +520,16 @@ class EventBus:
                 f"can't publish {event.type!r} event with seq {event.seq} in session "
                 f"{self.session!r}: the next seq is {seq} (publish unstamped events, seq 0)"
             )
-        self.state = reduce(self.state, stamped)
+        if type(stamped) is ev.TokenStream and (
+            self._tokens or token_legal(self._state)
+        ):  # legal: a token changes neither status nor step (see ``state``)
+            tokens = self._tokens
+            tokens.append(stamped)
+            if len(tokens) >= FOLD_EVERY:
+                self._state = fold_tokens(self._state, tokens)
+                tokens.clear()
+        else:
+            self._state = reduce(self.state, stamped)
         self.log.append(stamped)
         for sub in self._live:
             if sub.types is not None and stamped.type not in sub.types:
@@ -504,7 +543,7 @@ class EventBus:
             buf.append(stamped)
             if n >= sub.peak:
                 sub.peak = n + 1
-            if sub._receivers:
+            if sub._parked:
                 sub._receivers.unpark_all()
         return stamped
 

@@ -17,13 +17,23 @@ tokens costs O(n), not O(n²).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 from . import events as ev
 from .models._base import Message, ToolCallRecord, Usage
 
-__all__ = ["STATUSES", "ReduceError", "State", "Text", "ToolCallState", "initial_state", "reduce"]
+__all__ = [
+    "STATUSES",
+    "ReduceError",
+    "State",
+    "Text",
+    "ToolCallState",
+    "fold_tokens",
+    "initial_state",
+    "reduce",
+    "token_legal",
+]
 
 _T = TypeVar("_T", bound=tuple[Any, ...])
 
@@ -301,6 +311,32 @@ def _token(s: State, e: ev.TokenStream) -> State:
     fields = list(s)
     fields[_SEQ] = e.seq
     fields[_TEXT] = s.text.append(e.text)
+    return _tuple_new(State, fields)
+
+
+def token_legal(s: State) -> bool:
+    """Whether a ``token_stream`` event is legal in ``s`` — and, since a token changes
+    neither the status nor the open step, in every state a run of tokens leads to."""
+    return s.step_open and (s.status == "thinking" or s.status == "acting")
+
+
+def fold_tokens(s: State, events: Sequence[ev.TokenStream]) -> State:
+    """``reduce`` folded over a run of ``token_stream`` events, in one state copy.
+
+    Exactly equal to ``functools.reduce(reduce, events, s)`` (a property test checks
+    it); the bus uses it to apply the tokens published since the state was last read
+    in one go.  Raises :class:`ReduceError` if tokens are illegal in ``s``.
+    """
+    if not events:
+        return s
+    if not token_legal(s):
+        reduce(s, events[0])  # raises the ReduceError that says why
+    text = s.text
+    for e in events:
+        text = text.append(e.text)
+    fields = list(s)
+    fields[_SEQ] = events[-1].seq
+    fields[_TEXT] = text
     return _tuple_new(State, fields)
 
 
