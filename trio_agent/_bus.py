@@ -214,6 +214,14 @@ class EventLog:
         start = self._head + max(0, after + 1 - self._first_seq)
         return self._events[start:]  # type: ignore[return-value]
 
+    def window(self, after: int, limit: int) -> list[ev.Event]:
+        """At most ``limit`` events with ``seq > after``, oldest first (a replay in
+        slices); raises :class:`LogTrimmed` like :meth:`replay`."""
+        if after + 1 < self._first_seq:
+            raise LogTrimmed(after, self._first_seq)
+        start = self._head + after + 1 - self._first_seq
+        return self._events[start : start + limit]  # type: ignore[return-value]
+
     def __iter__(self) -> Iterator[ev.Event]:
         return iter(self._events[self._head :])  # type: ignore[arg-type]
 
@@ -314,6 +322,33 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         self._bus._go_live(self)
         return None
 
+    def _replay_batch(self, limit: int) -> list[ev.Event]:
+        """Up to ``limit`` matching events from the log in slices (a replay costs a few
+        Python calls per slice, not per event); going live when caught up, as
+        :meth:`_replay_next` does."""
+        log = self._bus.log
+        batch: list[ev.Event] = []
+        while self._cursor is not None and len(batch) < limit:
+            try:
+                window = log.window(self._cursor, limit - len(batch))
+            except LogTrimmed:
+                self._trimmed = LogTrimmed(self._cursor, log.first_seq)
+                self._bus._detach(self)
+                if batch:
+                    break  # delivered first; the next call raises
+                raise self._trimmed from None
+            if window:
+                self._cursor = window[-1].seq
+                types = self.types
+                batch.extend(window if types is None else [e for e in window if e.type in types])
+            if self._cursor == log.last_seq:
+                self._cursor = None  # caught up: live from the next event (same step)
+                self._bus._go_live(self)
+        if batch:
+            self.delivered += len(batch)
+            self.last_seq = batch[-1].seq
+        return batch
+
     def receive_nowait(self) -> ev.Event:
         if self._closed:
             raise trio.ClosedResourceError("subscription was closed")
@@ -348,6 +383,10 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         limit = max_events if max_events is not None else MAX_CAPACITY
         if limit < 1:
             raise ValueError(f"max_events must be >= 1, got {max_events}")
+        if self._cursor is not None and not self._closed and self._trimmed is None:
+            batch = self._replay_batch(limit)
+            if batch:
+                return batch
         buf = self._buffer
         if self._cursor is None and not self._closed and 0 < len(buf) <= limit:
             batch = list(buf)
