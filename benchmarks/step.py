@@ -16,11 +16,13 @@ tasks took scheduling steps (counted once with a ``trio.abc.Instrument``), per s
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import trio
 
 import trio_agent
+from trio_agent.models import Chunk, Finish, Message, TextDelta, ToolSpec
 from trio_agent.testing import ScriptBuilder, ScriptedModel
 
 from ._common import Figure, Progress, Stat, Target, compare, runs_for
@@ -122,6 +124,39 @@ def _empty_loop(checkpoints: int) -> float:
     return trio.run(main)
 
 
+class _InstantAnswer:
+    """A model that answers one token at once: a step with nothing but the loop."""
+
+    async def _stream(self) -> AsyncIterator[Chunk]:
+        yield TextDelta("ok")
+        yield Finish()
+
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[Chunk]:
+        return self._stream()
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _answer_only(runs: int) -> float:
+    """Seconds per one-step run (send → user_input, run_started, thinking, one token,
+    done), ``runs`` runs in a row in one session."""
+
+    async def main() -> float:
+        async with trio_agent.open_runtime(model=_InstantAnswer()) as runtime:
+            session = await runtime.open_session("bench")
+            async with session.subscribe(types=["done"]) as events:
+                t0 = time.perf_counter()
+                for _ in range(runs):
+                    await session.send("go")
+                    await events.receive()
+                return (time.perf_counter() - t0) / runs
+
+    return trio.run(main)
+
+
 def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
     runs = runs_for(quick)
     per_sample = QUICK_RUNS_PER_SAMPLE if quick else RUNS_PER_SAMPLE
@@ -141,7 +176,25 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
 
     stats = compare({"ours": ours, BASELINE: empty}, runs)
     ours_stat: Stat = stats.pop("ours")
+    say("one-step runs with an instant answer")
+    answers = compare({"ours": lambda: _answer_only(per_sample * 10) * 1e6}, runs)
     return [
+        Figure(
+            benchmark=NAME,
+            name="step.answer_only",
+            title="one-step run, instant answer (send → done)",
+            unit="µs/step",
+            kind="overhead",
+            higher_is_better=False,
+            ours=answers.pop("ours"),
+            baselines={},
+            targets=(Target(f"≤ {TARGET_US:g} µs per step", at_most=TARGET_US),),
+            notes=(
+                "the loop alone: the send command, the step's cancel scope and boundary "
+                "checks, and five events (user_input, run_started, thinking, one token, "
+                "done), with a model that answers at once and no tool call"
+            ),
+        ),
         Figure(
             benchmark=NAME,
             name="step.overhead",
@@ -157,5 +210,5 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
                 f"instant tool call per step, then an answer); {checkpoints} scheduler "
                 "steps per run, which the baseline loop repeats as bare checkpoints"
             ),
-        )
+        ),
     ]

@@ -225,15 +225,22 @@ class Session:
         The state was checked before, but publishing may wait for a full subscriber,
         and the run may move on meanwhile: an event the reducer then refuses becomes a
         ``SessionStateError`` (nothing was published).  Once the first event is out,
-        the rest are published even if the caller is cancelled.
+        the rest are published even if the caller is cancelled.  (The command lock was
+        the schedule point: publishing waits only when a subscriber is full.)
         """
         try:
-            await self.bus.publish(events[0])
+            try:
+                self.bus.publish_nowait(events[0])
+            except trio.WouldBlock:
+                await self.bus.publish(events[0])
         except ReduceError:
             raise self._refuse(command, expected) from None
-        with trio.CancelScope(shield=True):
-            for event in events[1:]:
-                await self.bus.publish(event)
+        for event in events[1:]:
+            try:
+                self.bus.publish_nowait(event)
+            except trio.WouldBlock:
+                with trio.CancelScope(shield=True):
+                    await self.bus.publish(event)
 
     async def send(self, text: str) -> None:
         """A user message: starts a run when none is going; steers a running one (the
