@@ -616,7 +616,7 @@ class _Replica:
                         attempt = 0
                         try:
                             command = wire.parse_command(entry.field_values[b"c"].decode())
-                            await _apply(session, command)
+                            await wire.apply_command(session, command)
                         except (SessionStateError, ValueError, TypeError) as exc:
                             logger.info("session %r: command %s refused: %s", self.id, after, exc)
 
@@ -731,17 +731,6 @@ class _Replica:
                 except (trio.WouldBlock, trio.ClosedResourceError):
                     break
             self._pending = []
-
-
-async def _apply(session: Session, command: wire.Command) -> None:
-    if isinstance(command, wire.UserInput):
-        await session.send(command.text)
-    elif isinstance(command, wire.Interrupt):
-        await session.interrupt(command.mode, reason=command.reason, grace=command.grace)
-    elif isinstance(command, wire.Resume):
-        await session.resume(command.instruction)
-    else:
-        await session.cancel()
 
 
 @asynccontextmanager

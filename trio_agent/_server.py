@@ -819,7 +819,7 @@ class AgentServer:
                 await self._send_error(client, exc.code, str(exc))
                 continue
             try:
-                await _apply(session, command)
+                await wire.apply_command(session, command)
             except SessionStateError as exc:
                 await self._send_error(client, "bad_state", str(exc))
             except SessionLogError as exc:
@@ -828,17 +828,6 @@ class AgentServer:
                 await self._send_error(client, "bad_command", str(exc))
             except trio.ClosedResourceError:
                 await self._send_error(client, "shutting_down", "the session is closing")
-
-
-async def _apply(session: Session, command: wire.Command) -> None:
-    if isinstance(command, wire.UserInput):
-        await session.send(command.text)
-    elif isinstance(command, wire.Interrupt):
-        await session.interrupt(command.mode, reason=command.reason, grace=command.grace)
-    elif isinstance(command, wire.Resume):
-        await session.resume(command.instruction)
-    else:
-        await session.cancel()
 
 
 def _snapshot(session: Session) -> ev.StateSnapshot:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import attrs
 import orjson
 
 from . import events as ev
+
+if TYPE_CHECKING:
+    from ._session import Session
 
 __all__ = [
     "Cancel",
@@ -27,6 +30,7 @@ __all__ = [
     "Interrupt",
     "Resume",
     "UserInput",
+    "apply_command",
     "client_error",
     "encode_frame",
     "merge_events",
@@ -245,3 +249,16 @@ def client_error(code: str, message: str) -> ev.Error:
     """An ``error`` event for one client only: not in any session's log, so its
     ``session`` is ``""`` and its ``seq`` 0."""
     return ev.Error(code=code, message=message, retryable=False, ts=time.time())
+
+
+async def apply_command(session: Session, command: Command) -> None:
+    """Carry out a parsed client command on ``session`` (its errors propagate:
+    ``SessionStateError`` for a command that makes no sense now, ...)."""
+    if isinstance(command, UserInput):
+        await session.send(command.text)
+    elif isinstance(command, Interrupt):
+        await session.interrupt(command.mode, reason=command.reason, grace=command.grace)
+    elif isinstance(command, Resume):
+        await session.resume(command.instruction)
+    else:
+        await session.cancel()
