@@ -643,3 +643,43 @@ def test_runtime_exit_at_any_moment_leaves_a_clean_log(ticks: int) -> None:
         assert session.state.status in ("done", "error")
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_steer_accepted_while_the_run_ends_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A one-slot lossless subscriber drained by hand: the loop and the steering command
+    # both wait for room, and the run's end races the steer.  The steer must still get
+    # a step (never a user_input after done, never a pending input left behind).
+    model = model_of(ScriptBuilder().turn(tokens=["a", "b"]).echo())
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model, tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            sub = session.open_subscription(capacity=1, policy="block", stall_timeout=1000)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.send, "hi")
+                while True:
+                    await trio.testing.wait_all_tasks_blocked()
+                    e = sub.receive_nowait()
+                    if isinstance(e, ev.TokenStream) and e.text == "a":
+                        break
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(session.send, "steer")
+                await trio.testing.wait_all_tasks_blocked()
+                while session.state.status not in ("done", "error") or sub.statistics().buffered:
+                    await trio.testing.wait_all_tasks_blocked()
+                    try:
+                        sub.receive_nowait()
+                    except trio.WouldBlock:
+                        await trio.sleep(0.1)
+            sub.close()
+            state = session.state
+    assert state.pending_inputs == ()
+    assert state.done_text == "steer"
+    check_invariants(list(session.log), state)
+
+
+async def test_the_runtime_re_raises_the_body_exception_unwrapped() -> None:
+    with pytest.raises(ValueError, match=r"^boom$"):
+        async with trio_agent.open_runtime():
+            raise ValueError("boom")

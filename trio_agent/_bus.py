@@ -593,6 +593,24 @@ class EventBus:
         evicted.  Cancelled while waiting: nothing was published.
         """
         await checkpoint_if_cancelled()
+        waited = await self._wait_room(event)
+        stamped = self.publish_nowait(event)
+        if not waited:
+            await cancel_shielded_checkpoint()
+        return stamped
+
+    async def wait_room(self, event: ev.Event) -> None:
+        """Wait until ``publish_nowait(event)`` would not block (evicting stalled
+        subscribers as ``publish`` does); publish nothing.  For a producer whose event
+        depends on the state: decide, ``publish_nowait``, and on ``WouldBlock`` wait
+        here and decide again — the decision and the publish stay one synchronous step.
+        """
+        await checkpoint_if_cancelled()
+        if not await self._wait_room(event):
+            await cancel_shielded_checkpoint()
+
+    async def _wait_room(self, event: ev.Event) -> bool:
+        """Wait for room for ``event``; whether it had to wait."""
         waited = False
         while (full := self._full(event)) is not None:
             waited = True
@@ -607,10 +625,7 @@ class EventBus:
                     f"stalled: no progress for {full.stall_timeout:g}s "
                     f"with {len(full._buffer)} events buffered"
                 )
-        stamped = self.publish_nowait(event)
-        if not waited:
-            await cancel_shielded_checkpoint()
-        return stamped
+        return waited
 
     # ---- subscribing --------------------------------------------------------------
 

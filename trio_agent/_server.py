@@ -760,7 +760,9 @@ class AgentServer:
             self._frames += 1
         while True:
             try:
-                batch = await sub.receive_batch()
+                # At most a subscriber's capacity per frame: a replay of a long log
+                # goes out in frames of bounded size.
+                batch = await sub.receive_batch(self.limits.subscriber_capacity)
             except SubscriberEvicted as exc:
                 message = (
                     f"evicted: {exc.reason}; reconnect with ?after={exc.last_seq} to replay "

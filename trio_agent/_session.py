@@ -108,6 +108,12 @@ YIELD_EVERY: Final = 64
 so that a model that streams without I/O (the scripted one, with no delay) cannot
 starve other sessions or hold off a hard interrupt for long."""
 
+CLEANUP_TIMEOUT: Final = 30.0
+"""Seconds a cleanup publish (a ``cancelled`` tool result, ``interrupted``, ``done``)
+may wait, shielded, for a full subscriber.  A lossless subscriber is evicted after its
+stall timeout long before this; the bound is for one that cannot be (the Redis relay
+while Redis is down), so that leaving the runtime can never hang."""
+
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 """Session ids: 1–64 characters, URL- and log-safe."""
 
@@ -168,8 +174,8 @@ class Session:
         self._step_scope: trio.CancelScope | None = None
         self._interrupt: tuple[InterruptMode, str] | None = None
         self._cancel_requested = False
-        self._shutting_down = False
         self._since_yield = 0
+        self._usage = Usage()  # the current run's, summed over its model calls
 
     # ---- what the session shows -------------------------------------------------------
 
@@ -219,28 +225,35 @@ class Session:
             f"can't {command} session {self.id!r}: it is {self.state.status}, not {expected}"
         )
 
-    async def _accept(self, command: str, expected: str, *events: ev.Event) -> None:
+    async def _accept(
+        self, decide: Callable[[State], tuple[ev.Event, ...]]
+    ) -> tuple[ev.Event, ...]:
         """Publish a command's acknowledgement events, all or none.
 
-        The state was checked before, but publishing may wait for a full subscriber,
-        and the run may move on meanwhile: an event the reducer then refuses becomes a
-        ``SessionStateError`` (nothing was published).  Once the first event is out,
-        the rest are published even if the caller is cancelled.  (The command lock was
-        the schedule point: publishing waits only when a subscriber is full.)
+        ``decide`` looks at the state and returns the events (or raises
+        ``SessionStateError``).  The decision and the first publish are one
+        synchronous step: if a full subscriber makes us wait, the state may move on
+        meanwhile (the run may end), so we decide again after the wait.  Once the first
+        event is out, the rest follow even if the caller is cancelled.  (The command
+        lock was the schedule point: publishing waits only when a subscriber is full.)
         """
-        try:
+        while True:
+            events = decide(self.state)
             try:
                 self.bus.publish_nowait(events[0])
             except trio.WouldBlock:
-                await self.bus.publish(events[0])
-        except ReduceError:
-            raise self._refuse(command, expected) from None
+                await self.bus.wait_room(events[0])
+                continue
+            except ReduceError as exc:  # decide() should have refused: say so
+                raise SessionStateError(f"session {self.id!r} refused the command: {exc}") from None
+            break
         for event in events[1:]:
             try:
                 self.bus.publish_nowait(event)
             except trio.WouldBlock:
                 with trio.CancelScope(shield=True):
                     await self.bus.publish(event)
+        return events
 
     async def send(self, text: str) -> None:
         """A user message: starts a run when none is going; steers a running one (the
@@ -251,28 +264,23 @@ class Session:
         if self._forward is not None:
             return await self._forward("user_input", {"text": text})
         async with self._commands:
-            s = self.state
-            if s.status in ("idle", "done", "error"):
-                await self._accept(
-                    "send to",
-                    "idle",
-                    ev.UserInput(run=s.run + 1, text=text),
-                    ev.RunStarted(run=s.run + 1),
-                )
+
+            def decide(s: State) -> tuple[ev.Event, ...]:
+                if s.status in ("idle", "done", "error"):
+                    return ev.UserInput(run=s.run + 1, text=text), ev.RunStarted(run=s.run + 1)
+                if s.status == "interrupted":
+                    return (
+                        ev.UserInput(run=s.run, step=s.step, text=text),
+                        ev.Resume(run=s.run, step=s.step),
+                    )
+                return (ev.UserInput(run=s.run, step=s.step, text=text),)
+
+            events = await self._accept(decide)
+            if isinstance(events[-1], ev.RunStarted):
                 self._start_run()
-            elif s.status == "interrupted":
-                await self._accept(
-                    "send to",
-                    "interrupted",
-                    ev.UserInput(run=s.run, step=s.step, text=text),
-                    ev.Resume(run=s.run, step=s.step),
-                )
+            elif isinstance(events[-1], ev.Resume):
                 self._interrupt = None
                 self._wake.set()
-            else:
-                await self._accept(
-                    "send to", "running", ev.UserInput(run=s.run, step=s.step, text=text)
-                )
 
     async def interrupt(
         self, mode: InterruptMode = "soft", reason: str = "", grace: float | None = None
@@ -293,23 +301,25 @@ class Session:
                 "interrupt", {"mode": mode, "reason": reason, "grace": grace}
             )
         async with self._commands:
-            s = self.state
-            if not s.running:
-                raise self._refuse("interrupt", "running")
-            if self._cancel_requested:
-                raise SessionStateError(
-                    f"can't interrupt session {self.id!r}: it is being cancelled"
+
+            def decide(s: State) -> tuple[ev.Event, ...]:
+                if not s.running:
+                    raise self._refuse("interrupt", "running")
+                if self._cancel_requested:
+                    raise SessionStateError(
+                        f"can't interrupt session {self.id!r}: it is being cancelled"
+                    )
+                pending = self._interrupt
+                if pending is not None and (pending[0] == "hard" or mode == "soft"):
+                    raise SessionStateError(
+                        f"can't interrupt session {self.id!r}: a {pending[0]} "
+                        "interrupt is already pending"
+                    )
+                return (
+                    ev.Interrupt(run=s.run, step=s.step, mode=mode, reason=reason, grace=grace),
                 )
-            if self._interrupt is not None and (self._interrupt[0] == "hard" or mode == "soft"):
-                raise SessionStateError(
-                    f"can't interrupt session {self.id!r}: a {self._interrupt[0]} "
-                    "interrupt is already pending"
-                )
-            await self._accept(
-                "interrupt",
-                "running",
-                ev.Interrupt(run=s.run, step=s.step, mode=mode, reason=reason, grace=grace),
-            )
+
+            await self._accept(decide)
             self._interrupt = (mode, reason)
             scope = self._step_scope
             if scope is not None:
@@ -325,14 +335,13 @@ class Session:
         if self._forward is not None:
             return await self._forward("resume", {"instruction": instruction})
         async with self._commands:
-            s = self.state
-            if s.status != "interrupted":
-                raise self._refuse("resume", "interrupted")
-            await self._accept(
-                "resume",
-                "interrupted",
-                ev.Resume(run=s.run, step=s.step, instruction=instruction),
-            )
+
+            def decide(s: State) -> tuple[ev.Event, ...]:
+                if s.status != "interrupted":
+                    raise self._refuse("resume", "interrupted")
+                return (ev.Resume(run=s.run, step=s.step, instruction=instruction),)
+
+            await self._accept(decide)
             self._interrupt = None
             self._wake.set()
 
@@ -372,12 +381,11 @@ class Session:
                 if self.state.running or (
                     self._cancel_requested and self.state.status == "interrupted"
                 ):
+                    ended = self._run_ended  # this run's (a send may start the next)
                     try:
                         await self._run()
-                    except Exception as exc:
-                        await self._fail(exc)
                     finally:
-                        self._run_ended.set()
+                        ended.set()
                 else:
                     await self._sleep()
         finally:
@@ -436,78 +444,112 @@ class Session:
         try:
             self.bus.publish_nowait(event)
         except trio.WouldBlock:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
                 await self.bus.publish(event)
+            if scope.cancelled_caught:
+                logger.error(
+                    "session %r: could not publish %r within %gs (CLEANUP_TIMEOUT): a "
+                    "subscriber that cannot be evicted is full",
+                    self.id,
+                    event.type,
+                    CLEANUP_TIMEOUT,
+                )
 
     async def _run(self) -> None:
         """One run, from ``run_started`` (already published) to ``done``."""
         run = self.state.run
-        max_steps = self._runtime.max_steps
-        usage = Usage()
+        self._usage = Usage()
 
         def done(status: str) -> ev.Done:
-            step = self.state.step
             return ev.Done(
-                run=run, step=step, status=status, text=self._answer(), usage=_usage(usage)
+                run=run,
+                step=self.state.step,
+                status=status,
+                text=self._answer(),
+                usage=_usage(self._usage),
             )
 
         try:
-            while True:
-                # ---- the step boundary ----
-                step = self.state.step
-                if self._cancel_requested:
-                    await self._emit_shielded(done("cancelled"))
-                    return
-                if self._interrupt is not None:
-                    mode, reason = self._interrupt
-                    await self._emit_shielded(
-                        ev.Interrupted(run=run, step=step, mode=mode, reason=reason)
-                    )
-                    while self.state.status == "interrupted" and not self._cancel_requested:
-                        await self._sleep()
-                    continue
-                if step >= max_steps:
-                    await self._emit_shielded(
-                        ev.Error(
-                            run=run,
-                            step=step,
-                            code="max_steps",
-                            message=f"run {run} reached the limit of {max_steps} steps "
-                            "(max_steps) without an answer",
-                        )
-                    )
-                    await self._emit_shielded(done("failed"))
-                    return
-                outcome = await self._step(run, step + 1)
-                usage = usage + outcome.usage
-                if outcome.error is not None:
-                    await self._emit_shielded(
-                        ev.Error(
-                            run=run,
-                            step=step + 1,
-                            code=outcome.error.code,
-                            message=outcome.error.message,
-                            retryable=False,
-                        )
-                    )
-                    await self._emit_shielded(done("failed"))
-                    return
-                if (
-                    outcome.completed
-                    and not self.state.pending_inputs
-                    and (self._interrupt is None or self._interrupt[0] == "soft")
-                    and not self._cancel_requested
-                ):
-                    # A soft interrupt pending when the last step completes has nothing
-                    # left to pause: the run is done.
-                    await self._emit(done("completed"))
-                    return
+            try:
+                await self._steps(run, done)
+            except Exception as exc:
+                await self._fail(exc)
         finally:
             # Leaving without ``done`` (the runtime is closing): the run ends cancelled,
             # after the step's own cleanup closed its tool calls.
             s = self.state
             if s.run == run and (s.running or s.status == "interrupted"):
                 await self._emit_shielded(done("cancelled"))
+
+    async def _steps(self, run: int, done: Callable[[str], ev.Done]) -> None:
+        """The steps of run ``run``, each boundary deciding: cancel, pause, fail at
+        ``max_steps``, take a step, or end ``done``."""
+        max_steps = self._runtime.max_steps
+        while True:
+            # ---- the step boundary ----
+            step = self.state.step
+            if self._cancel_requested:
+                await self._emit_shielded(done("cancelled"))
+                return
+            if self._interrupt is not None:
+                mode, reason = self._interrupt
+                await self._emit_shielded(
+                    ev.Interrupted(run=run, step=step, mode=mode, reason=reason)
+                )
+                while self.state.status == "interrupted" and not self._cancel_requested:
+                    await self._sleep()
+                continue
+            if step >= max_steps:
+                await self._emit_shielded(
+                    ev.Error(
+                        run=run,
+                        step=step,
+                        code="max_steps",
+                        message=f"run {run} reached the limit of {max_steps} steps "
+                        "(max_steps) without an answer",
+                    )
+                )
+                await self._emit_shielded(done("failed"))
+                return
+            outcome = await self._step(run, step + 1)
+            self._usage = self._usage + outcome.usage
+            if outcome.error is not None:
+                await self._emit_shielded(
+                    ev.Error(
+                        run=run,
+                        step=step + 1,
+                        code=outcome.error.code,
+                        message=outcome.error.message,
+                        retryable=False,
+                    )
+                )
+                await self._emit_shielded(done("failed"))
+                return
+            if (
+                outcome.completed
+                and (self._interrupt is None or self._interrupt[0] == "soft")
+                and not self._cancel_requested
+                and await self._complete(done)
+            ):
+                # (A soft interrupt pending when the last step completes has nothing
+                # left to pause: the run is done.)
+                return
+
+    async def _complete(self, done: Callable[[str], ev.Done]) -> bool:
+        """Publish ``done`` ``completed`` unless a steering message is pending (then
+        the run takes another step: False).  The check and the publish are one
+        synchronous step, re-made after any wait for a full subscriber, so a
+        ``user_input`` accepted meanwhile is never left behind the run's end."""
+        while not self.state.pending_inputs:
+            event = done("completed")
+            try:
+                self.bus.publish_nowait(event)
+            except trio.WouldBlock:
+                await self.bus.wait_room(event)
+                continue
+            return True
+        return False
 
     def _answer(self) -> str:
         """The run's answer so far: the newest assistant text."""
@@ -788,8 +830,8 @@ async def open_runtime(
     ``model`` defaults to the built-in scripted demo model (offline).  Options:
     ``max_steps``, ``tool_concurrency``, ``tool_timeout``, ``max_sessions``,
     ``log_max_events``, ``log_max_bytes``, ``log`` (a shared session log, e.g.
-    ``trio_agent.open_redis_log(url)``; default: in memory).  On exit every run still going ends
-    ``cancelled`` and every task is joined; the model's ``aclose()`` is called.
+    ``trio_agent.redis.open_redis_log(url)``; default: in memory).  On exit every run
+    still going ends ``cancelled`` and every task is joined; the model's ``aclose()`` is called.
     """
     if model is None:
         from .models._scripted import ScriptedModel
@@ -803,6 +845,12 @@ async def open_runtime(
             finally:
                 runtime._closing = True
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The body's exception (or a session task's) comes wrapped by the nursery: a
+        # simple context manager re-raises it as it is.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
+            raise group.exceptions[0] from None
+        raise
     finally:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(5):

@@ -78,7 +78,7 @@ def check_invariants(log: Sequence[ev.Event], state: State | None = None) -> Sta
                 f"invariant 1: event #{i + 1} is {_where(e)}; expected seq {i + 1}"
             )
         # 4. nothing after done; no model or tool event while interrupted.
-        if e.run in ended_runs and e.type != "user_input":
+        if e.run in ended_runs:
             raise InvariantViolation(f"invariant 4: {_where(e)} after run {e.run} was done")
         if paused_run == e.run and e.type in _MODEL_OR_TOOL:
             raise InvariantViolation(f"invariant 4: {_where(e)} while run {e.run} was interrupted")
@@ -119,6 +119,12 @@ def check_invariants(log: Sequence[ev.Event], state: State | None = None) -> Sta
             soft_pending = False
             if e.type == "done":
                 ended_runs.add(e.run)
+                # 8. a run that completes has answered every message sent to it.
+                if e.status == "completed" and folded.pending_inputs:  # type: ignore[attr-defined]
+                    raise InvariantViolation(
+                        f"invariant 8: {_where(e)} completed the run while user messages "
+                        f"{list(folded.pending_inputs)!r} were still pending"
+                    )
             else:
                 paused_run = e.run
         try:
