@@ -17,6 +17,7 @@ the stamped copy with the session id, the next ``seq`` and the time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -45,9 +46,6 @@ __all__ = [
     "from_dict",
     "from_wire",
 ]
-
-
-_INF: Final = float("inf")
 
 
 class ProtocolError(ValueError):
@@ -137,7 +135,7 @@ class Event:
                 )
             )
         ts = self.ts
-        if ts != ts or ts == _INF or ts == -_INF:  # JSON has no NaN or infinity
+        if not math.isfinite(ts):  # JSON has no NaN or infinity
             raise ProtocolError(
                 f"field 'ts' of {self.type!r} event: expected a finite number, got {ts!r}"
             )
