@@ -664,9 +664,21 @@ async def test_a_steer_accepted_while_the_run_ends_is_answered(
                     if isinstance(e, ev.TokenStream) and e.text == "a":
                         break
                 await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(session.send, "steer")
+                steered = trio.Event()
+
+                async def steer() -> None:
+                    await session.send("steer")
+                    steered.set()
+
+                nursery.start_soon(steer)
                 await trio.testing.wait_all_tasks_blocked()
-                while session.state.status not in ("done", "error") or sub.statistics().buffered:
+                # Drain until the steer is in (it may have lost the race and started
+                # run 2) and whichever run answers it is over.
+                while not (
+                    steered.is_set()
+                    and session.state.status in ("done", "error")
+                    and not sub.statistics().buffered
+                ):
                     await trio.testing.wait_all_tasks_blocked()
                     try:
                         sub.receive_nowait()
