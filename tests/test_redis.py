@@ -256,6 +256,36 @@ async def test_dead_owner_is_recovered_by_replay(redis_server: RedisServer, pref
             assert wires(stored) == wires(list(session.view.log))
 
 
+async def test_closing_the_owner_ends_its_run_and_hands_the_session_over(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", slow_script().model()) as (rt_a, _),
+            redis_runtime(redis_server, prefix, "b", ScriptBuilder().turn(["hi"]).model()) as (
+                rt_b,
+                log_b,
+            ),
+        ):
+            owner = await rt_a.open_session("s")
+            replica = await rt_b.open_session("s")
+            await owner.send("go")
+            await wait_for(replica, lambda s: s.status == "thinking" and len(s.text) > 0)
+            await owner.aclose()
+            assert rt_a.get_session("s") is None
+            # The run ended through its cleanup path, durably; the lease was released,
+            # so b owns the session at once (not after the lease would have expired).
+            with trio.fail_after(LEASE_TTL / 2):
+                await wait_for(replica, lambda s: s.status == "done")
+                while replica._forward is not None:  # noqa: ASYNC110 (a plain attribute)
+                    await trio.sleep(0.01)
+            stored = await log_b.read("s")
+            assert stored[-1].type == "done" and stored[-1].status == "cancelled"  # type: ignore[attr-defined]
+            await replica.send("again")
+            await wait_for(replica, lambda s: s.status == "done" and s.run == 2)
+            check_invariants(await log_b.read("s"), replica.state)
+
+
 def attrs_evolve(event: ev.Event, **changes: Any) -> ev.Event:
     import attrs
 

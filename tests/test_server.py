@@ -653,6 +653,54 @@ async def test_max_sessions() -> None:
             assert list(s.runtime.sessions) == ["s1"]
 
 
+async def test_idle_sessions_the_server_opened_are_closed_and_their_ids_freed() -> None:
+    quick = ScriptBuilder().turn(tokens=["hello"]).turn(tokens=["again"])
+    limits = ServerLimits(session_idle_timeout=0.8, max_sessions=3)
+    with trio.fail_after(20):
+        async with serving(quick, limits=limits) as s:
+            own = await s.runtime.open_session("own")  # the program's own: never expired
+            async with open_websocket_url(s.url("kept")) as kept:  # watched all along
+                await frame(kept)
+                async with open_websocket_url(s.url("a")) as a:
+                    await frame(a)
+                    await command(a, op="user_input", text="hi")
+                    await until(a, of_type("done"))
+                    first = s.runtime.get_session("a")
+                async with open_websocket_url(s.url("b")) as b:  # own, kept, a: full
+                    events, code, _ = await _closed(b)
+                assert code == 1013 and events[0]["code"] == "max_sessions"
+                assert first is not None
+                await first._stopped.wait()  # expired: no client, no run
+                assert s.runtime.get_session("a") is None
+                assert s.runtime.get_session("own") is own and not own.closed
+                assert s.runtime.get_session("kept") is not None
+                async with open_websocket_url(s.url("b")) as b:  # a's place is free
+                    assert (await frame(b))[0]["type"] == "state"
+
+
+async def test_a_paused_session_is_not_expired() -> None:
+    limits = ServerLimits(session_idle_timeout=0.3)
+    with trio.fail_after(20):
+        async with serving(NAPPING, limits=limits) as s:
+            async with open_websocket_url(s.url("paused")) as ws:
+                await frame(ws)
+                await command(ws, op="user_input", text="go")
+                await until(ws, of_type("tool_call"))
+                await command(ws, op="interrupt", mode="hard")
+                await until(ws, of_type("interrupted"))
+            async with open_websocket_url(s.url("idle")) as ws:
+                await frame(ws)
+            idle = s.runtime.get_session("idle")
+            assert idle is not None
+            await idle._stopped.wait()
+            paused = s.runtime.get_session("paused")  # idle longer, but waiting for resume
+            assert paused is not None and paused.state.status == "interrupted"
+            async with open_websocket_url(s.url("paused")) as ws:
+                await command(ws, op="resume")
+                done = (await until(ws, of_type("done")))[-1]
+            assert (done["status"], done["text"]) == ("completed", "rested")
+
+
 async def test_after_beyond_the_log_and_a_trimmed_log() -> None:
     with trio.fail_after(10):
         async with serving(runtime_options={"log_max_events": 10}) as s:

@@ -695,3 +695,82 @@ async def test_the_runtime_re_raises_the_body_exception_unwrapped() -> None:
     with pytest.raises(ValueError, match=r"^boom$"):
         async with trio_agent.open_runtime():
             raise ValueError("boom")
+
+
+# ---- closing a session ------------------------------------------------------------
+
+
+async def test_closing_a_session_cancels_its_run_and_frees_the_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ended: list[str] = []
+
+    @tool
+    async def slow(seconds: float) -> str:
+        """Sleep, and note how it ended."""
+        try:
+            await trio.sleep(seconds)
+        finally:
+            ended.append("slow")
+        return "slept"
+
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "c1", "name": "slow", "arguments": {"seconds": 100}}]
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=[slow]) as runtime:
+            session = await runtime.open_session("s1")
+            received: list[ev.Event] = []
+            async with trio.open_nursery() as nursery:
+
+                async def watch(task_status: trio.TaskStatus[None]) -> None:
+                    async with session.subscribe(after=0) as events:
+                        task_status.started()
+                        async for e in events:  # ends with EndOfChannel when closed
+                            received.append(e)
+
+                await nursery.start(watch)
+                await session.send("go")
+                await trio.testing.wait_all_tasks_blocked()
+                assert session.state.status == "acting"  # the tool is running
+                assert not session.closed
+                await session.aclose()
+            assert session.closed
+            assert ended == ["slow"]  # the tool's task was cancelled and joined
+            assert runtime.get_session("s1") is None
+            log = list(session.log)
+            assert [e.seq for e in received] == [e.seq for e in log]  # all of it, then the end
+            assert types(log)[-2:] == ["tool_result", "done"]
+            assert (log[-2].status, log[-1].status) == ("cancelled", "cancelled")  # type: ignore[attr-defined]
+            check_invariants(log, session.state)
+            with pytest.raises(trio.ClosedResourceError, match="session 's1' is closed"):
+                await session.send("more")
+            await session.aclose()  # a second close does nothing
+
+            again = await runtime.open_session("s1")  # the id starts a new session
+            assert again is not session
+            assert len(again.log) == 0 and again.state.status == "idle"
+
+
+async def test_open_session_while_the_id_is_closing_waits_for_a_new_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "c1", "name": "nap", "arguments": {"seconds": 50}}]
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            await session.send("go")
+            await trio.testing.wait_all_tasks_blocked()
+            # A lossless subscriber that nobody reads: cleanup waits for its eviction.
+            stuck = session.open_subscription(capacity=1, policy="block", stall_timeout=20)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.aclose)
+                await trio.testing.wait_all_tasks_blocked()
+                assert session.closed and runtime.get_session("s1") is session
+                fresh = await runtime.open_session("s1")
+                assert trio.current_time() >= 20  # after the eviction let the close end
+            assert fresh is not session and not fresh.closed
+            assert session.state.status == "done"
+            stuck.close()

@@ -524,8 +524,6 @@ class _Replica:
                         # (the lease expires)
             self._sub.close()
             view.close()
-            if self.runtime._sessions.get(self.id) is session:
-                del self.runtime._sessions[self.id]
 
     # ---- replica side -------------------------------------------------------------
 

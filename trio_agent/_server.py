@@ -79,6 +79,11 @@ logger = logging.getLogger("trio_agent.server")
 
 DEFAULT_PORT: Final = 8765
 
+IDLE_CHECKS: Final = 4
+"""Times per ``session_idle_timeout`` the server looks for idle sessions: one is closed
+between one and one and a quarter timeouts after it fell idle, for a scan of every session
+four times per timeout."""
+
 CLOSE_GOING_AWAY: Final = 1001
 """The server is shutting down (or the session closed): reconnect later."""
 CLOSE_EVICTED: Final = 1008
@@ -121,6 +126,17 @@ class ServerLimits:
     """Sessions the server will hold in its runtime; a client asking for a new session
     beyond this gets ``max_sessions`` (close 1013).  A session keeps its log in
     memory, so this bounds what strangers with the token can make the server keep."""
+
+    session_idle_timeout: float = attrs.field(default=900.0, validator=_positive)
+    """Seconds a session this server opened is kept with no client connected and no
+    run going or paused; then it is closed (``Session.aclose``) and, in memory, its log
+    is gone: a client that comes back later starts a new session (and one reconnecting
+    with ``?after=`` is told ``bad_after``).  With ``--redis`` the log stays in Redis and
+    the next client's process rebuilds the session from it.  Without this a public
+    server would fill ``max_sessions`` with abandoned conversations for good; fifteen
+    minutes outlasts a closed laptop lid over a coffee break.  Checked every quarter
+    of it (``IDLE_CHECKS``).  Sessions opened by the embedding program are its own to
+    close."""
 
     command_rate: float = attrs.field(default=20.0, validator=_positive)
     """Commands per second one connection may send, on average (a token bucket); a
@@ -328,6 +344,7 @@ class AgentServer:
         self._clients: set[_Client] = set()
         self._clients_left = trio.lowlevel.ParkingLot()  # drain() waits on it
         self._stopping = False
+        self._opened: set[Session] = set()  # sessions this server opened (see _expire_idle)
         self._reserved = 0  # clients past the checks, being accepted or connected
         self._bound_host = ""
         self._frames = self._events = self._merged = self._errors = self._http = 0
@@ -377,7 +394,31 @@ class AgentServer:
         bound = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._handle_stream, listeners)
+            nursery.start_soon(self._expire_idle)
             task_status.started(bound)
+
+    async def _expire_idle(self) -> None:
+        """Close the sessions this server opened once they have had no client and no
+        run (going or paused) for ``session_idle_timeout``."""
+        timeout = self.limits.session_idle_timeout
+        idle_since: dict[Session, float] = {}
+        while True:
+            await trio.sleep(timeout / IDLE_CHECKS)
+            now = trio.current_time()
+            watched = {c.session for c in self._clients}
+            for session in list(self._opened):
+                state = session.view.state
+                if session.closed:
+                    self._opened.discard(session)
+                    idle_since.pop(session, None)
+                elif session in watched or state.running or state.status == "interrupted":
+                    idle_since.pop(session, None)
+                elif now - idle_since.setdefault(session, now) >= timeout:
+                    # Closed in this same step as the decision: a client arriving
+                    # from now on finds it closed and gets a new session.
+                    self._opened.discard(session)
+                    idle_since.pop(session, None)
+                    session.close_nowait()
 
     # ---- one TCP connection -------------------------------------------------------------
 
@@ -672,7 +713,7 @@ class AgentServer:
         self._reserved += 1
         try:
             session = self.runtime.get_session(session_id)
-            if session is None:
+            if session is None or session.closed:
                 if len(self.runtime.sessions) >= limits.max_sessions:
                     await self._refuse_client(
                         client,
@@ -683,6 +724,7 @@ class AgentServer:
                     return
                 try:
                     session = await self.runtime.open_session(session_id)
+                    self._opened.add(session)
                 except SessionLimitError as exc:
                     await self._refuse_client(client, "max_sessions", str(exc))
                     return

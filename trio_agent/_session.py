@@ -124,7 +124,7 @@ class SessionLog(Protocol):
     the runtime's nursery: it fills ``session.bus`` from the shared log, sets
     ``session.view``, and runs the agent loop (``session._serve``) when this process
     owns the session; it calls ``task_status.started()`` once the session shows its
-    log, and removes the session from the runtime when it ends."""
+    log; the runtime forgets the session when it ends."""
 
     async def run_session(
         self, runtime: Runtime, session: Session, *, task_status: trio.TaskStatus[None]
@@ -176,6 +176,8 @@ class Session:
         self._cancel_requested = False
         self._since_yield = 0
         self._usage = Usage()  # the current run's, summed over its model calls
+        self._scope = trio.CancelScope()  # around the task serving this session
+        self._stopped = trio.Event()  # that task has ended (see ``aclose``)
 
     # ---- what the session shows -------------------------------------------------------
 
@@ -218,7 +220,33 @@ class Session:
     def publish_nowait(self, event: ev.Event) -> ev.Event:
         return self.bus.publish_nowait(event)
 
+    @property
+    def closed(self) -> bool:
+        """``aclose`` was called (or the runtime is closing): no more commands."""
+        return self._scope.cancel_called or self._stopped.is_set()
+
+    async def aclose(self) -> None:
+        """Close the session, as leaving the runtime closes every session: a run still
+        going (or paused) ends ``done`` ``cancelled`` through the same cleanup path as a
+        hard interrupt, subscribers get what was published and then ``EndOfChannel``,
+        and the runtime forgets the id (``open_session`` with it starts a new session).
+        With a shared log (``open_runtime(log=...)``) the log stays where it is; on a
+        replica only this process's copy closes.  Returns once the session's tasks
+        have ended; closing a closed session does nothing."""
+        self.close_nowait()
+        await self._stopped.wait()
+
+    def close_nowait(self) -> None:
+        """Begin closing (see ``aclose``) without waiting for the session's tasks: from
+        now on it is ``closed``, its commands refused, and ``open_session`` with its id
+        waits for it to be gone and starts a new one."""
+        self._scope.cancel()
+
     # ---- commands -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError(f"session {self.id!r} is closed")
 
     def _refuse(self, command: str, expected: str) -> SessionStateError:
         return SessionStateError(
@@ -261,6 +289,7 @@ class Session:
         interrupted one with it.  Returns once the ``user_input`` event is published."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        self._check_open()
         if self._forward is not None:
             return await self._forward("user_input", {"text": text})
         async with self._commands:
@@ -296,6 +325,7 @@ class Session:
                 f"grace must be a non-negative number of seconds on a soft interrupt, "
                 f"got grace={grace!r} with mode={mode!r}"
             )
+        self._check_open()
         if self._forward is not None:
             return await self._forward(
                 "interrupt", {"mode": mode, "reason": reason, "grace": grace}
@@ -332,6 +362,7 @@ class Session:
         """Continue an interrupted run; ``instruction`` becomes a new user message."""
         if instruction is not None and not isinstance(instruction, str):
             raise TypeError(f"instruction must be str or None, got {type(instruction).__name__}")
+        self._check_open()
         if self._forward is not None:
             return await self._forward("resume", {"instruction": instruction})
         async with self._commands:
@@ -348,6 +379,7 @@ class Session:
     async def cancel(self) -> None:
         """End the run (running or interrupted) with ``done`` ``cancelled``; returns
         once ``done`` is published (on a replica: once the owner has it)."""
+        self._check_open()
         if self._forward is not None:
             return await self._forward("cancel", {})
         async with self._commands:
@@ -791,9 +823,12 @@ class Runtime:
         """The session ``session_id``: started now, or the live one with that id."""
         validate_session_id(session_id)
         existing = self._sessions.get(session_id)
-        if existing is not None:
-            await trio.lowlevel.checkpoint()
-            return existing
+        while existing is not None:
+            if not existing.closed:
+                await trio.lowlevel.checkpoint()
+                return existing
+            await existing._stopped.wait()  # closing: the id is free once it is gone
+            existing = self._sessions.get(session_id)
         if self._closing:
             raise trio.ClosedResourceError("the runtime is closing")
         if len(self._sessions) >= self.max_sessions:
@@ -804,16 +839,36 @@ class Runtime:
         bus = EventBus(session_id, log=EventLog(self.log_max_events, self.log_max_bytes))
         session = Session(self, session_id, bus)
         self._sessions[session_id] = session
-        if self.session_log is None:
-            await self._nursery.start(session._serve)
-            return session
+        serve: Callable[..., Awaitable[None]] = (
+            session._serve
+            if self.session_log is None
+            else partial(self.session_log.run_session, self, session)
+        )
         try:
-            await self._nursery.start(partial(self.session_log.run_session, self, session))
+            await self._nursery.start(self._host, session, serve)
         except BaseException:
-            if self._sessions.get(session_id) is session:
-                del self._sessions[session_id]
+            self._forget(session)
             raise
         return session
+
+    async def _host(
+        self,
+        session: Session,
+        serve: Callable[..., Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The task serving one session, in its own cancel scope (``Session.aclose``)."""
+        try:
+            with session._scope:
+                await serve(task_status=task_status)
+        finally:
+            self._forget(session)
+            session._stopped.set()
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
 
     def get_session(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
