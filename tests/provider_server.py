@@ -37,6 +37,7 @@ from trio_agent.models._base import (
     Finish,
     ModelError,
     ReasoningDelta,
+    ReasoningEnd,
     Retrying,
     TextDelta,
     ToolCallChunk,
@@ -286,6 +287,9 @@ def fold(chunks: Iterable[Chunk]) -> Collected:
             collected.text += chunk.text
         elif isinstance(chunk, ReasoningDelta):
             collected.reasoning += chunk.text
+        elif isinstance(chunk, ReasoningEnd):  # where a block was sealed, and how
+            seal = f"signed:{chunk.signature}" if chunk.redacted is None else "redacted:"
+            collected.reasoning += f"⟨{seal}{chunk.redacted or ''}⟩"
         elif isinstance(chunk, ToolCallChunk):
             key: object
             if chunk.index is None:

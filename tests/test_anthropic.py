@@ -21,11 +21,14 @@ from provider_server import (
     start_provider_server,
 )
 
+import trio_agent
+from trio_agent import events as ev
 from trio_agent.models import (
     AnthropicModel,
     Finish,
     Message,
     ReasoningDelta,
+    ReasoningEnd,
     TextDelta,
     ToolCallChunk,
     ToolCallEnd,
@@ -36,6 +39,7 @@ from trio_agent.models import (
     make_client,
 )
 from trio_agent.models._anthropic import DEFAULT_MAX_TOKENS
+from trio_agent.testing import check_invariants
 
 #: Every recording that ends normally, and what a user sees of it.
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -75,10 +79,19 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "thinking": {
         "text": "27 \N{MULTIPLICATION SIGN} 453 = 12,231.",
-        "reasoning": "Let me work out 27 \N{MULTIPLICATION SIGN} 453 = 12 231.",
+        "reasoning": "Let me work out 27 \N{MULTIPLICATION SIGN} 453 = 12 231."
+        "⟨signed:EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds⟩",
         "calls": {},
         "ended": [],
         "finish": Finish("end_turn", Usage(50, 120)),
+    },
+    "thinking_tool_use": {
+        "text": "",
+        "reasoning": "The user wants 27 \N{MULTIPLICATION SIGN} 453; the calculator is exact."
+        "⟨signed:ErUBCkYIBxgCIkDsig1⟩⟨redacted:EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlx⟩",
+        "calls": {"2": ("toolu_01T", "calculator", {"expression": "27*453"})},
+        "ended": [2],
+        "finish": Finish("tool_use", Usage(420, 95)),
     },
     "max_tokens_cut": {
         "text": "",
@@ -175,6 +188,7 @@ async def test_event_mapping(nursery: trio.Nursery, client: httpx.AsyncClient) -
     assert thinking.chunks == [
         ReasoningDelta("Let me work out"),
         ReasoningDelta(" 27 \N{MULTIPLICATION SIGN} 453 = 12 231."),
+        ReasoningEnd(signature="EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"),
         TextDelta("27 \N{MULTIPLICATION SIGN} 453 = 12,231."),
         Finish("end_turn", Usage(50, 120)),
     ]
@@ -286,6 +300,60 @@ async def test_multi_step_conversation_request_format(
             },
         ],
     }
+
+
+async def test_thinking_blocks_go_back_with_their_signatures_in_a_tool_use_loop(
+    nursery: trio.Nursery, client: httpx.AsyncClient
+) -> None:
+    # With extended thinking on, the API refuses the second request of a tool-use
+    # loop unless the assistant turn starts with its thinking blocks, unchanged.
+    server = await start_provider_server(
+        nursery,
+        Reply.sse(recording("anthropic", "thinking_tool_use")),
+        Reply.sse(recording("anthropic", "text")),
+    )
+    model = make_model(server.url, client, extra_body={"thinking": {"type": "enabled"}})
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model, tools=[trio_agent.calculator]) as rt:
+            session = await rt.open_session("think")
+            async with session.subscribe(after=0) as events:
+                await session.send("27 × 453?")
+                async for e in events:
+                    if e.type == "done":
+                        break
+    log = list(session.log)
+    check_invariants(log, session.state)
+    seals = [(e.text, e.signature, e.redacted) for e in log if isinstance(e, ev.Reasoning)]
+    assert seals[-2:] == [
+        ("", "ErUBCkYIBxgCIkDsig1", None),
+        ("", None, "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlx"),
+    ]
+    assert len(server.requests) == 2
+    assistant = server.requests[1].json()["messages"][1]
+    assert assistant == {
+        "role": "assistant",
+        "content": [
+            {
+                "type": "thinking",
+                "thinking": "The user wants 27 × 453; the calculator is exact.",
+                "signature": "ErUBCkYIBxgCIkDsig1",
+            },
+            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlx"},
+            {
+                "type": "tool_use",
+                "id": "toolu_01T",
+                "name": "calculator",
+                "input": {"expression": "27*453"},
+            },
+        ],
+    }
+    # The blocks are facts of the log: a state rebuilt from it (a reconnect, another
+    # process's recovery) sends the same request.
+    rebuilt = trio_agent.initial_state("think")
+    for e in log:
+        rebuilt = trio_agent.reduce(rebuilt, e)
+    assert rebuilt.messages == session.state.messages
+    assert model.request_body(rebuilt.messages, [])["messages"][1] == assistant
 
 
 def test_message_conversion_edge_cases() -> None:

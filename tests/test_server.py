@@ -280,6 +280,25 @@ def test_tokens_of_different_steps_are_not_merged() -> None:
     assert merged == 0 and [d["text"] for d in dicts] == ["a", "b", "c"]
 
 
+def test_a_reasoning_event_that_seals_a_block_is_never_merged() -> None:
+    events = [
+        _stamped(1, ev.Reasoning(run=1, step=1, text="Let me")),
+        _stamped(2, ev.Reasoning(run=1, step=1, text=" think.")),
+        _stamped(3, ev.Reasoning(run=1, step=1, text="", signature="sig")),
+        _stamped(4, ev.Reasoning(run=1, step=1, text="", redacted="opaque")),
+        _stamped(5, ev.Reasoning(run=1, step=1, text="More")),
+        _stamped(6, ev.Reasoning(run=1, step=1, text=".")),
+    ]
+    dicts, merged = wire.merge_events(events)
+    assert merged == 2
+    assert [(d["seq"], d["text"], d["signature"], d["redacted"]) for d in dicts] == [
+        (2, "Let me think.", None, None),
+        (3, "", "sig", None),
+        (4, "", None, "opaque"),
+        (6, "More.", None, None),
+    ]
+
+
 def test_server_limits_are_validated() -> None:
     with pytest.raises(
         ValueError, match=r"^ServerLimits.command_rate must be a positive number, got 0$"

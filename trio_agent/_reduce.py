@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 from . import events as ev
-from .models._base import Message, ToolCallRecord, Usage
+from .models._base import Message, ReasoningBlock, ToolCallRecord, Usage
 
 __all__ = [
     "STATUSES",
@@ -141,7 +141,9 @@ class State(NamedTuple):
     - ``run``/``step``: the current (or last) run and step; ``seq``: the last event;
     - ``messages``: the conversation as the model sees it (user, assistant, tool);
     - ``text``/``reasoning``/``tool_calls``: the step in progress (the half-finished
-      assistant message a client renders on attach);
+      assistant message a client renders on attach); ``reasoning_blocks``: the step's
+      sealed reasoning (see ``events.Reasoning``), ``reasoning_mark`` the length of
+      ``reasoning`` they cover;
     - ``pending_inputs``: user messages accepted but not yet given to the model;
     - ``interrupting``: the mode of an accepted interrupt not yet taken effect;
     - ``usage``: tokens of the last finished run; ``error``: the last error event.
@@ -155,6 +157,8 @@ class State(NamedTuple):
     messages: tuple[Message, ...] = ()
     text: Text = _EMPTY
     reasoning: Text = _EMPTY
+    reasoning_blocks: tuple[ReasoningBlock, ...] = ()
+    reasoning_mark: int = 0
     tool_calls: tuple[ToolCallState, ...] = ()
     step_open: bool = False
     pending_inputs: tuple[str, ...] = ()
@@ -245,8 +249,8 @@ def _close_step(s: State, *, cut: bool) -> tuple[Message, ...]:
     )
     text = str(s.text)
     added: list[Message] = []
-    if text or calls or cut:
-        added.append(Message("assistant", text, calls, cut=cut))
+    if text or calls or cut or s.reasoning_blocks:
+        added.append(Message("assistant", text, calls, s.reasoning_blocks, cut=cut))
     for c in s.tool_calls:
         content = _tool_content(c)
         added.append(Message("tool", content, call_id=c.call_id, name=c.name, status=c.status))
@@ -293,6 +297,8 @@ def _thinking(s: State, e: ev.Thinking) -> State:
         messages=messages,
         text=_EMPTY,
         reasoning=_EMPTY,
+        reasoning_blocks=(),
+        reasoning_mark=0,
         tool_calls=(),
         step_open=True,
         pending_inputs=(),
@@ -342,7 +348,20 @@ def fold_tokens(s: State, events: Sequence[ev.TokenStream]) -> State:
 
 def _reasoning(s: State, e: ev.Reasoning) -> State:
     _require_step(s, e)
-    return _evolve(s, seq=e.seq, reasoning=s.reasoning.append(e.text))
+    reasoning = s.reasoning.append(e.text) if e.text else s.reasoning
+    if e.signature is None and e.redacted is None:
+        return _evolve(s, seq=e.seq, reasoning=reasoning)
+    if e.redacted is not None:
+        block = ReasoningBlock(redacted=e.redacted)
+    else:
+        block = ReasoningBlock(str(reasoning)[s.reasoning_mark :], signature=e.signature)
+    return _evolve(
+        s,
+        seq=e.seq,
+        reasoning=reasoning,
+        reasoning_blocks=(*s.reasoning_blocks, block),
+        reasoning_mark=len(reasoning),
+    )
 
 
 def _update_call(
@@ -423,6 +442,8 @@ def _interrupted(s: State, e: ev.Interrupted) -> State:
         messages=_close_step(s, cut=e.mode == "hard"),
         text=_EMPTY,
         reasoning=_EMPTY,
+        reasoning_blocks=(),
+        reasoning_mark=0,
         tool_calls=(),
         step_open=False,
         interrupting=None,
@@ -448,6 +469,8 @@ def _done(s: State, e: ev.Done) -> State:
         messages=_close_step(s, cut=e.status != "completed"),
         text=_EMPTY,
         reasoning=_EMPTY,
+        reasoning_blocks=(),
+        reasoning_mark=0,
         tool_calls=(),
         step_open=False,
         interrupting=None,

@@ -64,6 +64,7 @@ from .models._base import (
     Model,
     ModelError,
     ReasoningDelta,
+    ReasoningEnd,
     Retrying,
     TextDelta,
     ToolCallChunk,
@@ -660,6 +661,12 @@ class Session:
         elif isinstance(chunk, ReasoningDelta):
             if chunk.text:
                 await self._emit(ev.Reasoning(run=run, step=step, text=chunk.text))
+        elif isinstance(chunk, ReasoningEnd):
+            await self._emit(
+                ev.Reasoning(
+                    run=run, step=step, text="", signature=chunk.signature, redacted=chunk.redacted
+                )
+            )
         elif isinstance(chunk, Retrying):
             # The provider's message says what failed and when it tries again.
             await self._emit(

@@ -205,7 +205,7 @@ def merge_events(events: Iterable[ev.Event]) -> tuple[list[dict[str, Any]], int]
     merged = 0
     for e in events:
         kind = e.type
-        if kind in _MERGEABLE:
+        if kind in _MERGEABLE and (kind != "reasoning" or not _seals(e)):
             if kind == "tool_call_delta":
                 assert isinstance(e, ev.ToolCallDelta)
                 k: tuple[Any, ...] = (kind, e.run, e.step, e.call_id)
@@ -231,6 +231,11 @@ def merge_events(events: Iterable[ev.Event]) -> tuple[list[dict[str, Any]], int]
         out.append(e.to_dict())
     _close_run(out, parts, key)
     return out, merged
+
+
+def _seals(e: ev.Event) -> bool:
+    """A reasoning event that seals a block goes alone: its fields must reach the client."""
+    return type(e) is ev.Reasoning and (e.signature is not None or e.redacted is not None)
 
 
 def _close_run(out: list[dict[str, Any]], parts: list[str], key: tuple[Any, ...] | None) -> None:

@@ -252,14 +252,21 @@ class TokenStream(Event):
     text: str
 
 
-@_event("reasoning", text=_STR)
+@_event("reasoning", text=_STR, signature=_OPT_STR, redacted=_OPT_STR)
 @attrs.frozen(slots=True, kw_only=True)
 class Reasoning(Event):
     """Reasoning text from the model, shown apart from the answer (not in DESIGN §2:
     providers stream it and users want to see it, but it must never mix into the
-    answer text)."""
+    answer text).
+
+    With ``signature`` (and usually empty ``text``), the reasoning since the last such
+    event is a block the provider sealed; with ``redacted``, an opaque block the
+    provider shows nobody.  Both go back to the provider in the next request of the
+    run (Anthropic refuses a tool-use turn whose thinking blocks are missing)."""
 
     text: str
+    signature: str | None = None
+    redacted: str | None = None
 
 
 @_event("tool_call_start", call_id=_STR, name=_STR)

@@ -2,8 +2,9 @@
 
 - The protocol and its values: :class:`Model` (``stream(messages, tools)`` yields
   chunks; ``aclose()`` releases the connection pool), :class:`Message`,
-  :class:`ToolSpec`, the chunks (:class:`TextDelta`, :class:`ReasoningDelta`,
-  :class:`ToolCallChunk`, :class:`ToolCallEnd`, :class:`Retrying`, :class:`Finish`),
+  :class:`ToolSpec`, :class:`ReasoningBlock`, the chunks (:class:`TextDelta`,
+  :class:`ReasoningDelta`, :class:`ReasoningEnd`, :class:`ToolCallChunk`,
+  :class:`ToolCallEnd`, :class:`Retrying`, :class:`Finish`),
   :class:`Usage` and :class:`ModelError`.
 - :class:`ScriptedModel`: offline and deterministic, the default (DESIGN §5).
 - :class:`OpenAIChatModel`: any OpenAI-compatible Chat Completions server (OpenAI,
@@ -28,7 +29,9 @@ from ._base import (
     Message,
     Model,
     ModelError,
+    ReasoningBlock,
     ReasoningDelta,
+    ReasoningEnd,
     Retrying,
     TextDelta,
     ToolCallChunk,
@@ -49,7 +52,9 @@ __all__ = [
     "Model",
     "ModelError",
     "OpenAIChatModel",
+    "ReasoningBlock",
     "ReasoningDelta",
+    "ReasoningEnd",
     "RetryPolicy",
     "Retrying",
     "ScriptedModel",

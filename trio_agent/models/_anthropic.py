@@ -5,13 +5,20 @@ the host root, as the official SDK takes it.  The stream's events map to chunks:
 
 - ``message_start`` → the input token count;
 - ``content_block_start``: a ``tool_use`` block → :class:`ToolCallChunk` (block index,
-  id, name); ``text`` and ``thinking`` blocks start silently;
+  id, name); ``text`` and ``thinking`` blocks start silently; a ``redacted_thinking``
+  block → :class:`ReasoningEnd` with its opaque ``data``;
 - ``content_block_delta``: ``text_delta`` → :class:`TextDelta`, ``thinking_delta`` →
-  :class:`ReasoningDelta`, ``input_json_delta`` → a :class:`ToolCallChunk` fragment;
+  :class:`ReasoningDelta`, ``signature_delta`` is kept for the block's end,
+  ``input_json_delta`` → a :class:`ToolCallChunk` fragment;
 - ``content_block_stop`` of a ``tool_use`` block → :class:`ToolCallEnd` (a call whose
-  only fragment was ``""`` has arguments ``{}``: the assembler reads empty text so);
+  only fragment was ``""`` has arguments ``{}``: the assembler reads empty text so); of
+  a ``thinking`` block → :class:`ReasoningEnd` with the block's signature;
 - ``message_delta`` → the stop reason and output token count; ``message_stop`` →
   :class:`Finish`; ``ping`` and unknown events are ignored; ``error`` → ModelError.
+
+Thinking blocks go back as they came (text and signature, or redacted data) at the
+head of their assistant message: with extended thinking on, the API refuses a tool-use
+turn whose thinking blocks are missing.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ._base import (
     Message,
     ModelError,
     ReasoningDelta,
+    ReasoningEnd,
     Retrying,
     TextDelta,
     ToolCallChunk,
@@ -187,6 +195,7 @@ class _EventDecoder:
     def __init__(self, request: ProviderRequest) -> None:
         self._request = request
         self._blocks: dict[int, str] = {}
+        self._signatures: dict[int, list[str]] = {}  # per thinking block
         self.stop_reason: str | None = None
         self.finished = False
         self._input_tokens = 0
@@ -213,8 +222,11 @@ class _EventDecoder:
             return self._block_delta(data, event_name)
         if kind == "content_block_stop":
             index = self._index(data, event_name)
-            if self._blocks.get(index) == "tool_use":
+            block_kind = self._blocks.get(index)
+            if block_kind == "tool_use":
                 return [ToolCallEnd(index)]
+            if block_kind == "thinking":  # sealed: unsigned ("") if no signature came
+                return [ReasoningEnd(signature="".join(self._signatures.pop(index, ())))]
             return []
         if kind == "message_delta":
             delta = data.get("delta")
@@ -257,7 +269,17 @@ class _EventDecoder:
             if not isinstance(call_id, str) or not isinstance(name, str):
                 raise self._protocol(event_name, f"a tool_use block lacks id or name: {block!r}")
             return [ToolCallChunk(index=index, call_id=call_id, name=name, arguments=arguments)]
-        return []  # thinking, redacted_thinking, server tools: nothing to surface yet
+        if kind == "thinking":
+            signature = block.get("signature")
+            self._signatures[index] = [signature] if isinstance(signature, str) else []
+            thinking = block.get("thinking")
+            return [ReasoningDelta(thinking)] if isinstance(thinking, str) and thinking else []
+        if kind == "redacted_thinking":
+            redacted = block.get("data")
+            if not isinstance(redacted, str):
+                raise self._protocol(event_name, f"a redacted_thinking block lacks data: {block!r}")
+            return [ReasoningEnd(redacted=redacted)]
+        return []  # server tools and block types newer than this module
 
     def _block_delta(self, data: dict[str, Any], event_name: str) -> list[Chunk]:
         index = self._index(data, event_name)
@@ -271,6 +293,14 @@ class _EventDecoder:
         if kind == "thinking_delta":
             thinking = delta.get("thinking")
             return [ReasoningDelta(thinking)] if isinstance(thinking, str) and thinking else []
+        if kind == "signature_delta":
+            signature = delta.get("signature")
+            if self._blocks.get(index) != "thinking" or not isinstance(signature, str):
+                raise self._protocol(
+                    event_name, f"signature_delta for block {index}, which is not a thinking block"
+                )
+            self._signatures[index].append(signature)
+            return []
         if kind == "input_json_delta":
             if self._blocks.get(index) != "tool_use":
                 raise self._protocol(
@@ -280,7 +310,7 @@ class _EventDecoder:
             if not isinstance(fragment, str):
                 raise self._protocol(event_name, f"partial_json is not a string: {fragment!r}")
             return [ToolCallChunk(index=index, arguments=fragment)] if fragment else []
-        return []  # signature_delta, citations_delta, …
+        return []  # citations_delta, …
 
     def _usage(self, usage: dict[str, Any]) -> None:
         self._saw_usage = True
@@ -352,6 +382,11 @@ def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
             result["content"] = message.content
         return "user", [result]
     blocks: list[dict[str, Any]] = []
+    for r in message.reasoning:  # first, as they came; unsigned thinking can't go back
+        if r.redacted is not None:
+            blocks.append({"type": "redacted_thinking", "data": r.redacted})
+        elif r.signature:
+            blocks.append({"type": "thinking", "thinking": r.text, "signature": r.signature})
     if message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:

@@ -18,7 +18,9 @@ __all__ = [
     "Message",
     "Model",
     "ModelError",
+    "ReasoningBlock",
     "ReasoningDelta",
+    "ReasoningEnd",
     "Retrying",
     "TextDelta",
     "ToolCallChunk",
@@ -59,6 +61,18 @@ class ToolCallRecord:
 
 
 @attrs.frozen(slots=True)
+class ReasoningBlock:
+    """A block of reasoning as the provider sealed it: ``text`` with the provider's
+    ``signature`` (Anthropic's ``thinking`` block), or an opaque ``redacted`` payload
+    (``redacted_thinking``).  Providers that sign their reasoning want it back,
+    unchanged, in the next request of a tool-use loop."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
+@attrs.frozen(slots=True)
 class Message:
     """One entry of the conversation.
 
@@ -72,6 +86,9 @@ class Message:
     role: Role
     content: str = ""
     tool_calls: tuple[ToolCallRecord, ...] = ()
+    reasoning: tuple[ReasoningBlock, ...] = ()
+    """The assistant's sealed reasoning blocks, to be sent back as the provider wants
+    them (Anthropic's thinking blocks with their signatures); empty for the others."""
     call_id: str | None = None
     name: str | None = None
     status: str | None = None
@@ -102,6 +119,16 @@ class ReasoningDelta:
     """Reasoning/thinking text: surfaced to the user, never mixed into the answer."""
 
     text: str
+
+
+@attrs.frozen(slots=True)
+class ReasoningEnd:
+    """The reasoning streamed since the last ``ReasoningEnd`` is a sealed block:
+    ``signature`` covers it (Anthropic's ``signature_delta``), or the block is
+    ``redacted`` and this opaque payload is all there is of it."""
+
+    signature: str | None = None
+    redacted: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -148,7 +175,7 @@ class Finish:
     usage: Usage | None = None
 
 
-Chunk = TextDelta | ReasoningDelta | ToolCallChunk | ToolCallEnd | Retrying | Finish
+Chunk = TextDelta | ReasoningDelta | ReasoningEnd | ToolCallChunk | ToolCallEnd | Retrying | Finish
 
 
 class ModelError(Exception):
