@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import re
 from typing import Any
 
@@ -503,3 +505,41 @@ def test_usage_counts_must_be_ints() -> None:
         r"got 'input_tokens': str$",
     ):
         from_wire(b'{"type":"done","status":"completed","usage":{"input_tokens":"many"}}')
+
+
+# ---- immutable all the way down ------------------------------------------------------
+
+
+def test_json_values_in_events_are_frozen_at_every_depth() -> None:
+    arguments = {"paths": ["/a", "/b"], "options": {"depth": [1, 2]}}
+    call = ev.ToolCall(call_id="c1", name="ls", arguments=arguments)
+    arguments["paths"].append("/c")  # the producer's own dict stays its own
+    assert call.arguments == {"paths": ["/a", "/b"], "options": {"depth": [1, 2]}}
+    assert isinstance(call.arguments, dict) and isinstance(call.arguments["paths"], list)
+    for change in (
+        lambda: call.arguments.__setitem__("x", 1),  # type: ignore[index]
+        lambda: call.arguments.pop("paths"),  # type: ignore[attr-defined]
+        lambda: call.arguments.update(x=1),  # type: ignore[attr-defined]
+        lambda: call.arguments["paths"].append("/d"),
+        lambda: call.arguments["options"]["depth"].sort(),
+        lambda: call.arguments["options"]["depth"].__setitem__(0, 9),
+    ):
+        with pytest.raises(TypeError, match=r"^can't change a Frozen(Dict|List): an event's"):
+            change()
+    assert call.arguments == {"paths": ["/a", "/b"], "options": {"depth": [1, 2]}}
+
+    result = ev.ToolResult(call_id="c1", status="ok", result=[{"n": 1}, (2, 3)])
+    with pytest.raises(TypeError):
+        result.result[0]["n"] = 2
+    assert result.result == [{"n": 1}, [2, 3]]  # tuples are JSON arrays
+    done = ev.Done(status="completed", usage={"input_tokens": 1})
+    with pytest.raises(TypeError):
+        done.usage["input_tokens"] = 5  # type: ignore[index]
+
+    # Frozen values go through the wire, copies and stamping as they are.
+    again = ev.from_wire(call.to_wire())
+    assert again == call and isinstance(again.arguments["paths"], ev.FrozenList)  # type: ignore[attr-defined]
+    stamped = attrs.evolve(call, session="s", seq=4)
+    assert stamped.arguments is call.arguments
+    assert copy.deepcopy(call.arguments) == call.arguments
+    assert pickle.loads(pickle.dumps(call.arguments)) == call.arguments

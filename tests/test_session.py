@@ -774,3 +774,34 @@ async def test_open_session_while_the_id_is_closing_waits_for_a_new_one(
             assert fresh is not session and not fresh.closed
             assert session.state.status == "done"
             stuck.close()
+
+
+async def test_a_tool_that_changes_its_arguments_or_its_result_changes_no_event(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kept: list[list[str]] = []
+
+    @tool
+    async def collect(items: list[str]) -> list[str]:
+        """Sort the items in place and keep the list."""
+        await trio.lowlevel.checkpoint()
+        items.sort()  # the tool's own copy: tools may do as they like with it
+        items.append("z")
+        kept.append(items)
+        return items
+
+    script = ScriptBuilder().turn(
+        tool_calls=[{"id": "c1", "name": "collect", "arguments": {"items": ["b", "a"]}}]
+    )
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model_of(script), tools=[collect]) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                await wait_for(events, lambda e: e.type == "done")
+    kept[0].append("after")  # changing what the tool returned, later
+    call = next(e for e in session.log if isinstance(e, ev.ToolCall))
+    result = next(e for e in session.log if isinstance(e, ev.ToolResult))
+    assert call.arguments == {"items": ["b", "a"]}
+    assert result.result == ["a", "b", "z"]
+    assert session.state.messages[2].content == '["a","b","z"]'

@@ -11,6 +11,12 @@ raises a bare ``KeyError``/``TypeError``: every kind of bad input (not UTF-8, no
 not an object, unknown ``type``, a missing, unknown or mistyped field) becomes a
 :class:`ProtocolError` whose message says exactly what was wrong.
 
+Events are immutable all the way down: the JSON values they carry (a call's arguments,
+a tool's result, usage counts, a snapshot's state) are frozen on construction into
+:class:`FrozenDict` and :class:`FrozenList` — a ``dict`` and a ``list`` to every reader
+(orjson, jsonschema, ``==``) that refuse changes — because one event object is shared
+by the log, the reducer's state and every subscriber.
+
 An event made by a producer is *unstamped* (``seq == 0``); ``Session.publish`` returns
 the stamped copy with the session id, the next ``seq`` and the time.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, NoReturn, TypeAlias
 
 import attrs
 import orjson
@@ -29,6 +35,8 @@ __all__ = [
     "Done",
     "Error",
     "Event",
+    "FrozenDict",
+    "FrozenList",
     "Interrupt",
     "Interrupted",
     "ProtocolError",
@@ -43,6 +51,7 @@ __all__ = [
     "ToolCallStart",
     "ToolResult",
     "UserInput",
+    "freeze",
     "from_dict",
     "from_wire",
 ]
@@ -53,6 +62,52 @@ class ProtocolError(ValueError):
 
 
 JSON: TypeAlias = Any
+
+
+def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
+    raise TypeError(
+        f"can't change a {type(self).__name__}: an event's JSON values are immutable (one "
+        "event is shared by the log and every subscriber); copy it first, e.g. dict(value)"
+    )
+
+
+class FrozenDict(dict[str, Any]):
+    """A JSON object inside an event: a ``dict`` to every reader (orjson encodes it,
+    ``==`` compares it with plain dicts, ``isinstance(x, dict)`` holds) whose every
+    changing method raises ``TypeError``.  Made by :func:`freeze`."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return FrozenDict, (dict(self),)
+
+
+class FrozenList(list[Any]):
+    """A JSON array inside an event: a ``list`` to every reader that refuses changes
+    (see :class:`FrozenDict`)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self) -> tuple[type[FrozenList], tuple[list[Any]]]:
+        return FrozenList, (list(self),)
+
+
+def freeze(value: JSON) -> JSON:
+    """``value`` with every dict and list (or tuple) in it, at any depth, a frozen copy;
+    frozen values and scalars as they are."""
+    kind = type(value)
+    if kind is FrozenDict or kind is FrozenList:
+        return value
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return FrozenList([freeze(v) for v in value])
+    return value
+
 
 _TYPE_NAMES: Final = {
     str: "str",
@@ -149,6 +204,12 @@ class Event:
             raise ProtocolError(
                 f"field {name!r} of {self.type!r} event: expected a JSON value, {exc}"
             ) from None
+
+    def _freeze(self, name: str) -> None:
+        value = getattr(self, name)
+        frozen = freeze(value)
+        if frozen is not value:
+            object.__setattr__(self, name, frozen)
 
     def to_dict(self) -> dict[str, JSON]:
         """The wire form as a plain dict (``type`` first)."""
@@ -299,6 +360,7 @@ class ToolCall(Event):
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
         self._check_json("arguments")
+        self._freeze("arguments")
 
 
 TOOL_STATUSES: Final = frozenset({"ok", "error", "timeout", "cancelled"})
@@ -324,6 +386,7 @@ class ToolResult(Event):
         Event.__attrs_post_init__(self)
         if self.result is not None:
             self._check_json("result")
+            self._freeze("result")
 
 
 @_event("interrupt", mode=_MODES, reason=_STR, grace=((float, int), True, None))
@@ -393,6 +456,7 @@ class Done(Event):
                     f"field 'usage' of 'done' event: expected an object of int counts, "
                     f"got {key!r}: {_json_type(value)}"
                 )
+        self._freeze("usage")
 
 
 @_event("state", state=((dict,), False, None))
@@ -402,6 +466,10 @@ class StateSnapshot(Event):
     attaches so it can render a half-finished message.  Not part of the log."""
 
     state: Mapping[str, JSON]
+
+    def __attrs_post_init__(self) -> None:
+        Event.__attrs_post_init__(self)
+        self._freeze("state")
 
 
 def from_dict(obj: object) -> Event:
