@@ -405,11 +405,19 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         return batch
 
     async def _park(self) -> None:
+        # ``_parked`` counts tasks parked and not yet unparked: whoever unparks them
+        # all sets it to 0 (so a burst of publishes wakes a parked receiver once, not
+        # once per event until it runs); a task cancelled while parked uncounts itself.
         self._parked += 1
         try:
             await self._receivers.park()
-        finally:
+        except BaseException:
             self._parked -= 1
+            raise
+
+    def _wake_receivers(self) -> None:
+        self._parked = 0
+        self._receivers.unpark_all()
 
     async def receive(self) -> ev.Event:
         await checkpoint_if_cancelled()
@@ -449,7 +457,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         self._closed = True
         self._bus._detach(self, forget=True)
         self._buffer.clear()
-        self._receivers.unpark_all()
+        self._wake_receivers()
 
     async def aclose(self) -> None:
         self.close()
@@ -458,11 +466,11 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
     def _evict(self, reason: str) -> None:
         self._evicted = reason
         self._bus._detach(self)
-        self._receivers.unpark_all()
+        self._wake_receivers()
 
     def _end(self) -> None:
         self._ended = True
-        self._receivers.unpark_all()
+        self._wake_receivers()
         self._room.unpark_all()
 
     def statistics(self) -> SubscriberStatistics:
@@ -582,7 +590,8 @@ class EventBus:
             buf.append(stamped)
             if n >= sub.peak:
                 sub.peak = n + 1
-            if sub._parked:
+            if sub._parked:  # (inlined ``_wake_receivers``)
+                sub._parked = 0
                 sub._receivers.unpark_all()
         return stamped
 
