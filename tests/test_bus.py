@@ -800,6 +800,38 @@ async def test_receiver_woken_then_cancelled_still_gets_the_event() -> None:
             assert [e.text for e in got + leftover] == ["x"]  # exactly once
 
 
+async def test_every_parked_receiver_is_woken_whatever_parks_and_leaves_between() -> None:
+    # A burst wakes parked receivers once; a receiver that parks after that wake-up,
+    # or alongside one cancelled while parked, is still woken by the next event.
+    with trio.fail_after(5):
+        bus = await running_bus()
+        async with bus.subscribe(capacity=8) as sub, trio.open_nursery() as nursery:
+            got: list[str] = []
+
+            async def receiver(scope: trio.CancelScope) -> None:
+                with scope:
+                    got.append((await sub.receive()).text)  # type: ignore[attr-defined]
+
+            first, cancelled, late = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
+            nursery.start_soon(receiver, first)
+            nursery.start_soon(receiver, cancelled)
+            await wait_all_tasks_blocked()
+            cancelled.cancel()  # leaves while parked
+            await wait_all_tasks_blocked()
+            bus.publish_nowait(token("a"))  # wakes `first`
+            nursery.start_soon(receiver, late)  # parks before `first` has run
+            await wait_all_tasks_blocked()
+            assert got == ["a"]  # `first` ran; `late` is parked
+            bus.publish_nowait(token("b"))
+            await wait_all_tasks_blocked()
+            assert got == ["a", "b"]
+            nursery.start_soon(receiver, trio.CancelScope())
+            await wait_all_tasks_blocked()
+            bus.publish_nowait(token("c"))  # a later park is woken as well
+            await wait_all_tasks_blocked()
+            assert sorted(got) == ["a", "b", "c"]
+
+
 async def test_publish_cancelled_while_waiting_publishes_nothing() -> None:
     with trio.fail_after(5):
         bus = await running_bus()
