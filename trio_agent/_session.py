@@ -444,14 +444,22 @@ class Session:
         self._wake = trio.Event()
 
     async def _emit_token(self, run: int, step: int, text: str) -> None:
-        """The token hot path: the event is built already stamped (this session, the
-        next seq, the time), which spares ``publish`` its stamping copy."""
+        """The token hot path: ``_emit`` inlined, and the event built already stamped
+        (this session, the next seq, the time), which spares ``publish`` its stamping
+        copy."""
         bus = self.bus
-        await self._emit(
-            ev.TokenStream(
-                session=self.id, run=run, step=step, seq=bus.next_seq, ts=time.time(), text=text
-            )
+        event = ev.TokenStream(
+            session=self.id, run=run, step=step, seq=bus.log.last_seq + 1, ts=time.time(), text=text
         )
+        try:
+            bus.publish_nowait(event)
+        except trio.WouldBlock:
+            await self._emit(event)  # waits for room, then publishes a fresh stamp
+            return
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            await trio.lowlevel.checkpoint()
 
     async def _emit(self, event: ev.Event) -> ev.Event:
         """Publish from the loop: no scheduler round-trip unless a subscriber is full
@@ -637,7 +645,10 @@ class Session:
                 stream = runtime.model.stream(self.state.messages, runtime.registry.specs())
                 async with aclosing(stream) as chunks:  # type: ignore[type-var]
                     async for chunk in chunks:
-                        if isinstance(chunk, ToolCallChunk | ToolCallEnd):
+                        if type(chunk) is TextDelta:  # the hot path: one call per token
+                            if chunk.text:
+                                await self._emit_token(run, step, chunk.text)
+                        elif isinstance(chunk, ToolCallChunk | ToolCallEnd):
                             await self._facts(run, step, assembler.feed(chunk), tools, outcome)
                         else:
                             await self._chunk(run, step, chunk, outcome)
