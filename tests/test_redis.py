@@ -27,7 +27,7 @@ from redis_server import RedisServer, RedisServerMissing
 
 import trio_agent
 from trio_agent import events as ev
-from trio_agent._redis import RedisLog, open_redis_log
+from trio_agent._redis import RedisLog, _decode, _seq_of, open_redis_log
 from trio_agent._session import Runtime, Session
 from trio_agent.testing import ScriptBuilder, check_invariants
 
@@ -284,6 +284,94 @@ async def test_closing_the_owner_ends_its_run_and_hands_the_session_over(
             await replica.send("again")
             await wait_for(replica, lambda s: s.status == "done" and s.run == 2)
             check_invariants(await log_b.read("s"), replica.state)
+
+
+_TAKE_LEASE = """
+redis.call('SET', KEYS[1], ARGV[1])
+return redis.call('XRANGE', KEYS[2], '-', '+')
+"""
+"""What a partition looks like from Redis: the owner's lease lapsed while it could not
+renew it and another process took it.  The lease is given to that process (no expiry:
+its own claim sets one), and the log as it stood at that instant is returned (atomic:
+nothing can slip in between)."""
+
+
+@pytest.mark.parametrize("when", ["streaming", "in_tool_call"])
+async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
+    redis_server: RedisServer, prefix: str, when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the owner streams tokens, its next fenced append is refused; while it
+    waits on a tool call (it publishes nothing), its lease renewal finds the lease
+    gone.  Either way it stops serving the session, and nothing it published after
+    losing the lease reaches the stream: the replica that holds the lease recovers the
+    session from the log as it stood."""
+    b_model = ScriptBuilder().turn(["resumed"]).turn(["resumed"]).model()  # (any turn)
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", slow_script(nap=30).model()) as (rt_a, log_a),
+            redis_runtime(redis_server, prefix, "b", b_model) as (rt_b, log_b),
+        ):
+            owner = await rt_a.open_session("s")
+            replica = await rt_b.open_session("s")
+            assert owner._forward is None and replica._forward is not None
+            seen_on_a = owner.open_subscription(after=0, capacity=1000)
+            await owner.send("go")
+            if when == "streaming":
+                await wait_for(replica, lambda s: s.status == "thinking" and len(s.text) >= 6)
+            else:
+                await wait_for(replica, lambda s: [c.status for c in s.tool_calls] == ["running"])
+            raw = await log_b.client.eval(
+                _TAKE_LEASE, [log_b.key("s", "owner"), log_b.key("s", "log")], [log_b.token("s")]
+            )
+            snapshot = [(bytes(i), bytes(fields[1])) for i, fields in raw]
+            n = len(snapshot)
+            assert [_seq_of(i) for i, _ in snapshot] == list(range(1, n + 1))
+
+            # a stops serving the session: its task ends, the runtime forgets it.
+            with trio.fail_after(LEASE_TTL * 5):
+                await owner._stopped.wait()
+            assert owner.closed and rt_a.get_session("s") is None
+            assert not rt_a._nursery.child_tasks  # (and runtime a itself carries on)
+            assert log_a.statistics().tails_open == 0  # its command reader is gone
+            # Why: the relay's fenced append was refused, or (in a tool call, when it
+            # publishes nothing) the renewal found the lease gone.
+            why = [r.getMessage() for r in caplog.records if r.name == "trio_agent.redis"]
+            if when == "in_tool_call":
+                took = "another process took the lease of session 's' (now held by 'b:s')"
+                assert any(took in m for m in why)
+            assert any("lease" in m and m.endswith("closing it here") for m in why)
+            # It went on publishing on its working bus (tokens, or the cleanup of the
+            # cancelled run)…
+            lost = [e for e in owner.log if e.seq > n]
+            assert lost, "the owner published nothing after it lost the lease"
+            assert lost[-1].type == "done" and lost[-1].status == "cancelled"  # type: ignore[attr-defined]
+            # …but its clients only ever saw what was durable when it lost the lease.
+            seen = [e async for e in seen_on_a]  # (then EndOfChannel: a's view closed)
+            assert seen and seen[-1].seq <= n
+            assert [e.to_wire() for e in seen] == [e for _, e in snapshot[: len(seen)]]
+
+            # b owns the session and recovered it from the log as it stood.
+            await wait_for(replica, lambda s: s.status == "interrupted")
+            assert replica._forward is None
+            assert await log_b.owner("s") == log_b.token("s")
+            entries = await log_b.client.xrange(log_b.key("s", "log"))
+            assert [(e.identifier, e.field_values[b"e"]) for e in entries[:n]] == snapshot
+            tail = [_decode(e) for e in entries[n:]]
+            expected = ["interrupt", "interrupted"]
+            if when == "in_tool_call":
+                expected.insert(1, "tool_result")
+                assert tail[1].status == "cancelled"  # type: ignore[attr-defined]
+            assert [e.type for e in tail] == expected
+            assert "recovered by b" in tail[0].reason  # type: ignore[attr-defined]
+            assert "recovered by b" in tail[-1].reason  # type: ignore[attr-defined]
+
+            await replica.resume("go on")
+            await wait_for(replica, lambda s: s.status == "done")
+            stored = await log_b.read("s")
+            assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+            assert stored[-1].status == "completed" and stored[-1].run == 1  # type: ignore[attr-defined]
+            assert wires(stored) == wires(list(replica.view.log))
+            check_invariants(stored, replica.state)
 
 
 def attrs_evolve(event: ev.Event, **changes: Any) -> ev.Event:

@@ -719,7 +719,10 @@ class _Replica:
                         maxlen=self.maxlen,
                     )
                 except Exception as exc:
-                    if not _unavailable(exc):
+                    # Lost the lease (the usual way here: the relay or the renewal
+                    # found it gone): the fence refuses these events, and they are
+                    # not durable, so they are dropped, never shown to clients.
+                    if not (isinstance(exc, LeaseLost) or _unavailable(exc)):
                         raise
                     logger.warning("session %r: events not flushed to Redis: %s", self.id, exc)
                     return
