@@ -286,6 +286,67 @@ async def test_closing_the_owner_ends_its_run_and_hands_the_session_over(
             check_invariants(await log_b.read("s"), replica.state)
 
 
+async def test_closing_an_owner_whose_client_is_behind_harms_no_other_session(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # No delay: the loop publishes YIELD_EVERY tokens at a time, so the relay takes
+    # them as one batch, and the client that is behind stops it partway through.
+    model = slow_script(tokens=200, delay=0).model()
+    with trio.fail_after(30):
+        async with redis_runtime(redis_server, prefix, "a", model) as (rt, log):
+            session = await rt.open_session("s")
+            other = await rt.open_session("other")
+            behind = session.open_subscription(capacity=4, stall_timeout=1000)
+            await session.send("go")
+            # The relay made a batch durable and is handing it to the view, where the
+            # client that is behind holds it up halfway.
+            while await log.client.xlen(log.key("s", "log")) <= session.view.log.last_seq + 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            behind.close()
+            await session.aclose()
+            assert rt.get_session("other") is other and not other.closed
+            shown = list(session.view.log)
+            assert [e.seq for e in shown] == list(range(1, len(shown) + 1))  # no repeat
+            stored = await log.read("s")
+            assert wires(shown) == wires(stored[: len(shown)])
+            assert stored[-1].type == "done" and stored[-1].status == "cancelled"  # type: ignore[attr-defined]
+            await other.send("still here")
+            await wait_for(other, lambda s: s.status == "done")
+
+
+async def test_a_command_forwarded_to_an_owner_that_is_closing_harms_no_other_session(
+    redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", ScriptBuilder().turn(["x"]).model()) as (
+                rt_a,
+                log_a,
+            ),
+            redis_runtime(redis_server, prefix, "b", ScriptBuilder().turn(["y"]).model()) as (
+                rt_b,
+                _,
+            ),
+        ):
+            owner = await rt_a.open_session("s")
+            other = await rt_a.open_session("other")
+            replica = await rt_b.open_session("s")
+            record = log_a.client.set
+
+            async def record_then_close(*args: Any, **kwargs: Any) -> Any:
+                result = await record(*args, **kwargs)  # the command is recorded…
+                owner.close_nowait()  # …and the owner begins closing before applying it
+                return result
+
+            monkeypatch.setattr(log_a.client, "set", record_then_close)
+            await replica.send("hello")  # forwarded to a
+            await owner._stopped.wait()
+            monkeypatch.undo()
+            assert rt_a.get_session("other") is other and not other.closed
+            await other.send("still here")
+            await wait_for(other, lambda s: s.status == "done")
+
+
 _TAKE_LEASE = """
 redis.call('SET', KEYS[1], ARGV[1])
 return redis.call('XRANGE', KEYS[2], '-', '+')

@@ -23,6 +23,7 @@ import h11
 import orjson
 import pytest
 import trio
+import trio.testing
 import wsproto
 import wsproto.events as wse
 from trio_websocket import (
@@ -37,6 +38,7 @@ from trio_agent import _wire as wire
 from trio_agent import events as ev
 from trio_agent._server import (
     AgentServer,
+    IdleSessions,
     ServerLimits,
     add_serve_arguments,
     serve_command,
@@ -695,6 +697,35 @@ async def test_idle_sessions_the_server_opened_are_closed_and_their_ids_freed() 
                 assert s.runtime.get_session("kept") is not None
                 async with open_websocket_url(s.url("b")) as b:  # a's place is free
                     assert (await frame(b))[0]["type"] == "state"
+
+
+async def test_idle_time_counts_from_the_last_sign_of_life(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sans-I/O: the times are given.  A session is idle from its last event, its last
+    # client leaving, or the last look that found it watched — whichever is latest,
+    # even when it all happened between two looks.
+    model = ScriptedModel(ScriptBuilder().turn(tokens=["hi"]).build())
+    async with trio_agent.open_runtime(model=model) as rt:
+        quiet, visited, watched, gone = [await rt.open_session(n) for n in "abcd"]
+        idle = IdleSessions(timeout=4.0)
+        for s in (quiet, visited, watched, gone):
+            idle.add(s, 0.0)
+        assert idle.expired(1.0, {watched}) == []
+        await visited.send("hello")  # a client comes, runs a turn…
+        async with visited.subscribe(after=0) as events:
+            async for e in events:
+                if e.type == "done":
+                    break
+        idle.left(visited, 2.5)  # …and leaves, all between the looks at 1.0 and 2.0
+        await gone.aclose()
+        assert idle.expired(2.0, {watched}) == []
+        assert idle.expired(4.0, {watched}) == [quiet]  # idle since 0.0
+        assert idle.expired(6.0, {watched}) == []  # visited: idle since 2.5, not 2.0
+        assert idle.expired(6.5, {watched}) == [visited]
+        assert idle.expired(10.0, set()) == []  # watched until the look at 6.5
+        assert idle.expired(10.5, set()) == [watched]
+        assert quiet not in idle and gone not in idle  # forgotten once returned or closed
 
 
 async def test_a_paused_session_is_not_expired() -> None:

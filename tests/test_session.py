@@ -805,3 +805,42 @@ async def test_a_tool_that_changes_its_arguments_or_its_result_changes_no_event(
     assert call.arguments == {"items": ["b", "a"]}
     assert result.result == ["a", "b", "z"]
     assert session.state.messages[2].content == '["a","b","z"]'
+
+
+async def test_a_command_waiting_while_the_session_closes_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model_of(PROPERTY_SCRIPT), tools=TOOLS) as rt:
+            session = await rt.open_session("s1")
+            errors: list[BaseException] = []
+
+            async def send() -> None:
+                try:
+                    await session.send("go")
+                except trio.ClosedResourceError as exc:
+                    errors.append(exc)
+
+            # (another command is being applied: it holds the lock)
+            async with trio.open_nursery() as nursery, session._commands:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                session.close_nowait()
+            await session.aclose()
+    assert [str(e) for e in errors] == ["session 's1' is closed"]
+    assert list(session.log) == []  # nothing accepted: no run left without its done
+
+
+async def test_a_run_accepted_just_before_the_close_still_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with trio_agent.open_runtime(model=model_of(PROPERTY_SCRIPT), tools=TOOLS) as rt:
+            session = await rt.open_session("s1")
+            await session.send("go")  # accepted; the loop has not run yet
+            session.close_nowait()
+            await session.aclose()
+    log = list(session.log)
+    assert types(log)[:2] == ["user_input", "run_started"]
+    assert log[-1].type == "done" and log[-1].status == "cancelled"  # type: ignore[attr-defined]
+    check_invariants(log, session.state)

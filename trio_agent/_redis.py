@@ -608,6 +608,8 @@ class _Replica:
                 async def apply(entries: list[Any]) -> None:
                     nonlocal after, attempt
                     for entry in entries:
+                        if session.closed:  # left for the process that takes it over
+                            return
                         ident = entry.identifier
                         await log.client.set(done_key, ident)
                         after = ident.decode() if isinstance(ident, bytes) else str(ident)
@@ -615,7 +617,12 @@ class _Replica:
                         try:
                             command = wire.parse_command(entry.field_values[b"c"].decode())
                             await wire.apply_command(session, command)
-                        except (SessionStateError, ValueError, TypeError) as exc:
+                        except (
+                            SessionStateError,
+                            ValueError,
+                            TypeError,
+                            trio.ClosedResourceError,  # (closing began meanwhile)
+                        ) as exc:
                             logger.info("session %r: command %s refused: %s", self.id, after, exc)
 
                 await log.tail(log.key(self.id, "cmd"), after, apply)
@@ -726,11 +733,14 @@ class _Replica:
                         raise
                     logger.warning("session %r: events not flushed to Redis: %s", self.id, exc)
                     return
+            view = self.session.view
             for event in self._pending:
+                if event.seq <= view.log.last_seq:
+                    continue  # the relay handed it over before it was cancelled
                 try:
-                    self.session.view.publish_nowait(event)
+                    view.publish_nowait(event)
                 except (trio.WouldBlock, trio.ClosedResourceError):
-                    break
+                    break  # a full client is closed now: it replays the rest on reconnect
             self._pending = []
 
 

@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -183,6 +183,53 @@ class ServerStatistics:
     errors_sent: int
     """Client-only ``error`` events."""
     http_requests: int
+
+
+class IdleSessions:
+    """Which of the sessions a server opened have been idle for ``timeout`` seconds:
+    no client, no run going or paused, no event.  Sans-I/O: the server tells it when
+    it opened a session and when a client left, and asks it now and then
+    (``IDLE_CHECKS`` times per timeout) which to close."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._seen: dict[Session, tuple[int, float]] = {}  # last seq seen, last active
+        self._left: dict[Session, float] = {}  # when a client last left it
+
+    def __contains__(self, session: object) -> bool:
+        return session in self._seen
+
+    def add(self, session: Session, now: float) -> None:
+        self._seen.setdefault(session, (session.state.seq, now))
+
+    def left(self, session: Session, now: float) -> None:
+        if session in self._seen:
+            self._left[session] = now
+
+    def expired(self, now: float, watched: Collection[Session | None]) -> list[Session]:
+        """The sessions to close now (forgotten here as they are returned)."""
+        out: list[Session] = []
+        for session, (seq, since) in list(self._seen.items()):
+            left = self._left.pop(session, since)
+            if session.closed:
+                del self._seen[session]
+                continue
+            # (the working bus: on an owner the view lags it by a Redis round trip)
+            state = session.state
+            if (
+                session in watched
+                or state.running
+                or state.status == "interrupted"
+                or state.seq != seq  # something happened since the last look
+            ):
+                since = now
+            since = max(since, left)  # a client came and went between two looks
+            if now - since >= self.timeout:
+                del self._seen[session]
+                out.append(session)
+            else:
+                self._seen[session] = (state.seq, since)
+        return out
 
 
 class _ReplayStream(trio.abc.Stream):
@@ -344,7 +391,7 @@ class AgentServer:
         self._clients: set[_Client] = set()
         self._clients_left = trio.lowlevel.ParkingLot()  # drain() waits on it
         self._stopping = False
-        self._opened: set[Session] = set()  # sessions this server opened (see _expire_idle)
+        self._idle = IdleSessions(limits.session_idle_timeout)  # those this server opened
         self._reserved = 0  # clients past the checks, being accepted or connected
         self._bound_host = ""
         self._frames = self._events = self._merged = self._errors = self._http = 0
@@ -400,25 +447,13 @@ class AgentServer:
     async def _expire_idle(self) -> None:
         """Close the sessions this server opened once they have had no client and no
         run (going or paused) for ``session_idle_timeout``."""
-        timeout = self.limits.session_idle_timeout
-        idle_since: dict[Session, float] = {}
         while True:
-            await trio.sleep(timeout / IDLE_CHECKS)
-            now = trio.current_time()
+            await trio.sleep(self.limits.session_idle_timeout / IDLE_CHECKS)
             watched = {c.session for c in self._clients}
-            for session in list(self._opened):
-                state = session.view.state
-                if session.closed:
-                    self._opened.discard(session)
-                    idle_since.pop(session, None)
-                elif session in watched or state.running or state.status == "interrupted":
-                    idle_since.pop(session, None)
-                elif now - idle_since.setdefault(session, now) >= timeout:
-                    # Closed in this same step as the decision: a client arriving
-                    # from now on finds it closed and gets a new session.
-                    self._opened.discard(session)
-                    idle_since.pop(session, None)
-                    session.close_nowait()
+            for session in self._idle.expired(trio.current_time(), watched):
+                # Closed in the same step as the decision: a client arriving from now
+                # on finds it closed and gets a new session.
+                session.close_nowait()
 
     # ---- one TCP connection -------------------------------------------------------------
 
@@ -714,7 +749,8 @@ class AgentServer:
         try:
             session = self.runtime.get_session(session_id)
             if session is None or session.closed:
-                if len(self.runtime.sessions) >= limits.max_sessions:
+                # (a session closing under this id is replaced one for one: no new place)
+                if session is None and len(self.runtime.sessions) >= limits.max_sessions:
                     await self._refuse_client(
                         client,
                         "max_sessions",
@@ -724,7 +760,7 @@ class AgentServer:
                     return
                 try:
                     session = await self.runtime.open_session(session_id)
-                    self._opened.add(session)
+                    self._idle.add(session, trio.current_time())
                 except SessionLimitError as exc:
                     await self._refuse_client(client, "max_sessions", str(exc))
                     return
@@ -766,6 +802,7 @@ class AgentServer:
                 sub.close()
                 self._clients.discard(client)
                 self._clients_left.unpark_all()
+                self._idle.left(session, trio.current_time())
         finally:
             self._reserved -= 1
 

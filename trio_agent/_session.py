@@ -179,6 +179,7 @@ class Session:
         self._usage = Usage()  # the current run's, summed over its model calls
         self._scope = trio.CancelScope()  # around the task serving this session
         self._stopped = trio.Event()  # that task has ended (see ``aclose``)
+        self._ready = trio.Event()  # it has started (it shows its log)
 
     # ---- what the session shows -------------------------------------------------------
 
@@ -267,6 +268,7 @@ class Session:
         lock was the schedule point: publishing waits only when a subscriber is full.)
         """
         while True:
+            self._check_open()  # (closing may have begun while we waited)
             events = decide(self.state)
             try:
                 self.bus.publish_nowait(events[0])
@@ -384,6 +386,7 @@ class Session:
         if self._forward is not None:
             return await self._forward("cancel", {})
         async with self._commands:
+            self._check_open()
             s = self.state
             if not (s.running or s.status == "interrupted"):
                 raise self._refuse("cancel", "running or interrupted")
@@ -422,6 +425,15 @@ class Session:
                 else:
                     await self._sleep()
         finally:
+            # A run accepted just as the session began closing, which the loop never
+            # got to run: it ends here, so that no run is left without its ``done``.
+            s = self.state
+            if s.running or s.status == "interrupted":
+                with trio.CancelScope(shield=True):
+                    await self._close_open_calls(s.run, s.step, "the session was closed")
+                    await self._emit_shielded(
+                        ev.Done(run=s.run, step=self.state.step, status="cancelled", text="")
+                    )
             self.bus.close()
 
     async def _fail(self, exc: Exception) -> None:
@@ -800,6 +812,18 @@ def _usage(u: Usage) -> dict[str, int]:
     return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
 
 
+class _Started:
+    """A ``task_status`` that also sets ``ready`` when the session has started."""
+
+    def __init__(self, inner: trio.TaskStatus[None], ready: trio.Event) -> None:
+        self._inner = inner
+        self._ready = ready
+
+    def started(self, value: None = None) -> None:
+        self._ready.set()
+        self._inner.started(value)
+
+
 class Runtime:
     """Sessions sharing one model, one tool registry and one tool limiter.  Made by
     :func:`open_runtime`, which owns the nursery every session task runs in."""
@@ -840,13 +864,14 @@ class Runtime:
     async def open_session(self, session_id: str) -> Session:
         """The session ``session_id``: started now, or the live one with that id."""
         validate_session_id(session_id)
-        existing = self._sessions.get(session_id)
-        while existing is not None:
+        while (existing := self._sessions.get(session_id)) is not None:
+            if existing.closed:
+                await existing._stopped.wait()  # closing: the id is free once it is gone
+                continue
+            await existing._ready.wait()  # (being started by another caller)
+            await trio.lowlevel.checkpoint()
             if not existing.closed:
-                await trio.lowlevel.checkpoint()
                 return existing
-            await existing._stopped.wait()  # closing: the id is free once it is gone
-            existing = self._sessions.get(session_id)
         if self._closing:
             raise trio.ClosedResourceError("the runtime is closing")
         if len(self._sessions) >= self.max_sessions:
@@ -876,13 +901,26 @@ class Runtime:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The task serving one session, in its own cancel scope (``Session.aclose``)."""
+        """The task serving one session, in its own cancel scope (``Session.aclose``).
+
+        One session's failure is not every session's: once it is started, an error
+        from it is logged and the session closed, and the runtime carries on.  (Before
+        that, the error goes to ``open_session``'s caller.)"""
+        status = _Started(task_status, session._ready)
         try:
             with session._scope:
-                await serve(task_status=task_status)
+                await serve(task_status=status)
+        except Exception:
+            if not session._ready.is_set():
+                raise
+            logger.exception("session %r failed and was closed", session.id)
         finally:
             self._forget(session)
             session._stopped.set()
+            if not session._ready.is_set():
+                session._ready.set()  # (releases other callers waiting in open_session)
+                if session._scope.cancelled_caught:  # closed before it had started:
+                    task_status.started()  # open_session returns it, closed
 
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.id) is session:
