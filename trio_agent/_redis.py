@@ -466,6 +466,7 @@ class _Replica:
         self._sub: Subscription | None = None
         self._outage = False
         self._caught_up = trio.Event()
+        self._nursery: trio.Nursery | None = None  # this session's (set in ``run``)
 
     async def run(self, task_status: trio.TaskStatus[None]) -> None:
         session, log = self.session, self.log
@@ -485,6 +486,7 @@ class _Replica:
         )
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._relay)
                 owned = await log.claim(self.id)
                 if not owned:
@@ -675,7 +677,9 @@ class _Replica:
                     raise
                 if not self._outage:
                     self._outage = True
-                    self.runtime._nursery.start_soon(self._pause, exc)
+                    # (its own task: the interrupt waits for the relay, which is us)
+                    assert self._nursery is not None  # (the relay runs in it)
+                    self._nursery.start_soon(self._pause, exc)
                 await trio.sleep(_backoff(attempt))
                 attempt += 1
                 continue
