@@ -436,6 +436,40 @@ class BusMachine(RuleBasedStateMachine):
         s.receiver = None
         self._settle()
 
+    @precondition(lambda self: any(s.receiver is not None for s in self.subs))
+    @rule(i=st.integers(0, 100), kind=st.sampled_from(["script", "steer"]))
+    def cancel_receiver_and_publish(self, i: int, kind: str) -> None:
+        """The race of a receiver that waits with a timeout: its scope is cancelled and
+        an event is published in the same scheduling step, before the receiver runs.
+        It ends cancelled, having taken nothing; the event waits in its buffer, and
+        the next receiver that parks is woken by the next publish (see the invariant
+        ``parked_receivers_have_nothing_to_receive``)."""
+        waiting = [s for s in self.subs if s.receiver is not None]
+        s = waiting[i % len(waiting)]
+        task = s.receiver
+        assert task is not None
+        n = len(s.received)
+        log = self.log
+        event = self._event(kind)
+        full = any(x.full_for(event, log) for x in self.subs)
+
+        def both() -> ev.Event:
+            task.scope.cancel()
+            return self.bus.publish_nowait(event)
+
+        status, out = self.trio.call(both)
+        assert task.done and task.scope.cancelled_caught and task.value is None
+        assert len(s.received) == n  # took nothing: the event is still for it
+        if full:
+            assert status == "err" and isinstance(out, trio.WouldBlock), out
+        else:
+            assert status == "ok", out
+            self.kinds.append(event.type)
+            if kind == "script" and self.pending is None:
+                self.next_script += 1
+        s.receiver = None
+        self._settle()
+
     @precondition(lambda self: any(not s.closed for s in self.subs))
     @rule(i=st.integers(0, 100))
     def close(self, i: int) -> None:
@@ -472,6 +506,17 @@ class BusMachine(RuleBasedStateMachine):
                 assert set(received) <= set(matching)
 
     @invariant()
+    def parked_receivers_have_nothing_to_receive(self) -> None:
+        """No lost wake-up: a receiver still parked has nothing it could take."""
+        log = self.log
+        for s in self.subs:
+            if s.receiver is not None and not s.receiver.done:
+                assert s.next_available(log) == [], (
+                    f"subscriber {s.sub.id} is parked in receive() with "
+                    f"{s.next_available(log)} waiting for it"
+                )
+
+    @invariant()
     def inv7_no_buffer_over_capacity(self) -> None:
         log = self.log
         listed = {st.id for st in self.bus.statistics().subscribers}
@@ -494,7 +539,7 @@ class BusMachine(RuleBasedStateMachine):
 
 
 TestBusMachine = BusMachine.TestCase
-TestBusMachine.settings = settings(stateful_step_count=40)
+TestBusMachine.settings = settings(stateful_step_count=40, max_examples=200)
 
 
 # ---- plain tests ---------------------------------------------------------------------------
@@ -830,6 +875,49 @@ async def test_every_parked_receiver_is_woken_whatever_parks_and_leaves_between(
             bus.publish_nowait(token("c"))  # a later park is woken as well
             await wait_all_tasks_blocked()
             assert sorted(got) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
+async def test_a_receiver_cancelled_as_an_event_arrives_does_not_lose_later_wake_ups(
+    policy: str, autojump_clock: MockClock
+) -> None:
+    # A UI consumer that waits with a timeout (a heartbeat): its wait is cancelled in
+    # the very step an event is published, before it runs.  It ends cancelled with
+    # the event left in its buffer; it takes that event next time, and a later wait
+    # is still woken by the next publish.
+    with trio.fail_after(60):
+        bus = await running_bus()
+        async with bus.subscribe(capacity=8, policy=policy) as sub:  # type: ignore[arg-type]
+            async with trio.open_nursery() as nursery:
+                scope = trio.CancelScope()
+
+                async def wait_once() -> None:
+                    with scope:
+                        await sub.receive()
+                    assert scope.cancelled_caught
+
+                nursery.start_soon(wait_once)
+                await wait_all_tasks_blocked()
+                scope.cancel()
+                bus.publish_nowait(token("a"))  # same step: the receiver has not run
+            assert sub.statistics().tasks_waiting_receive == 0
+            assert (await sub.receive()).text == "a"  # type: ignore[attr-defined]
+
+            texts: list[str] = []
+            for text in ("b", "c"):
+                async with trio.open_nursery() as nursery:
+
+                    async def heartbeat_receive() -> None:
+                        with trio.move_on_after(30):
+                            texts.append((await sub.receive()).text)  # type: ignore[attr-defined]
+
+                    nursery.start_soon(heartbeat_receive)
+                    await wait_all_tasks_blocked()
+                    assert sub.statistics().tasks_waiting_receive == 1
+                    start = trio.current_time()
+                    bus.publish_nowait(token(text))
+                assert trio.current_time() == start  # woken at once, not by its timeout
+            assert texts == ["b", "c"]
 
 
 async def test_publish_cancelled_while_waiting_publishes_nothing() -> None:

@@ -281,8 +281,10 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         self.stall_timeout = stall_timeout
         self._buffer: deque[ev.Event] = deque()
         self._cursor = cursor  # last seq read from the log while replaying; None: live
-        self._receivers = ParkingLot()  # receive() waiting for an event
-        self._parked = 0  # tasks parked in _receivers: a plain int for the publisher
+        # receive() waiting for an event.  The lot itself says whether anyone waits
+        # (as trio's channels ask theirs): a task cancelled while parked leaves it in
+        # the same step, so no count beside it can go stale.
+        self._receivers = ParkingLot()
         self._room = ParkingLot()  # publishers waiting for room in the buffer
         self._closed = False
         self._ended = False  # the bus closed: drain, then EndOfChannel
@@ -404,20 +406,11 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             pass  # raised again by the next call
         return batch
 
-    async def _park(self) -> None:
-        # ``_parked`` counts tasks parked and not yet unparked: whoever unparks them
-        # all sets it to 0 (so a burst of publishes wakes a parked receiver once, not
-        # once per event until it runs); a task cancelled while parked uncounts itself.
-        self._parked += 1
-        try:
-            await self._receivers.park()
-        except BaseException:
-            self._parked -= 1
-            raise
-
     def _wake_receivers(self) -> None:
-        self._parked = 0
-        self._receivers.unpark_all()
+        # A burst of publishes wakes a parked receiver once: the first unpark empties
+        # the lot, and the rest find nobody there until it parks again.
+        if self._receivers:
+            self._receivers.unpark_all()
 
     async def receive(self) -> ev.Event:
         await checkpoint_if_cancelled()
@@ -426,7 +419,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             try:
                 event = self.receive_nowait()
             except trio.WouldBlock:
-                await self._park()
+                await self._receivers.park()
                 parked = True  # that was our schedule point: none more on the way out
                 continue
             if not parked:
@@ -441,7 +434,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             try:
                 batch = self.receive_batch_nowait(max_events)
             except trio.WouldBlock:
-                await self._park()
+                await self._receivers.park()
                 parked = True
                 continue
             if not parked:
@@ -590,8 +583,7 @@ class EventBus:
             buf.append(stamped)
             if n >= sub.peak:
                 sub.peak = n + 1
-            if sub._parked:  # (inlined ``_wake_receivers``)
-                sub._parked = 0
+            if sub._receivers:  # (inlined ``_wake_receivers``)
                 sub._receivers.unpark_all()
         return stamped
 
