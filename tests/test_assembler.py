@@ -389,3 +389,35 @@ def test_any_split_and_interleaving_gives_the_same_arguments(
         assert all(deltas)
     # Determinism: the same chunks give the same facts.
     assert run(chunks) == facts
+
+
+def test_two_hundred_thousand_one_character_fragments_assemble_exactly() -> None:
+    # A coding agent writing a large file through a tool call streams its arguments in
+    # tiny deltas; assembly is linear, and the text comes out exactly as streamed.
+    content = "".join(chr(ord("a") + i % 26) for i in range(200_000 - 19))
+    text = '{"path":"x","c":"' + content + '"}'
+    assert len(text) == 200_000
+    assembler = ToolCallAssembler()
+    facts = assembler.feed(ToolCallChunk(0, "w", "write", ""))
+    for ch in text:
+        facts.extend(assembler.feed(ToolCallChunk(0, arguments=ch)))
+    facts.extend(assembler.finish())
+    deltas = [f.delta for f in facts if isinstance(f, ArgumentsDelta)]
+    assert len(deltas) == 200_000 and "".join(deltas) == text
+    assert facts[-1] == CallReady("w", "write", text, {"path": "x", "c": content}, None)
+
+
+def test_a_refused_fragment_after_many_leaves_the_call_as_it_was() -> None:
+    # The shared parts of a long call are not changed by a chunk that is refused.
+    assembler = ToolCallAssembler()
+    assembler.feed(ToolCallChunk(0, "a", "x", '{"k": "'))
+    for _ in range(1000):
+        assembler.feed(ToolCallChunk(0, arguments="y"))
+    with pytest.raises(AssemblerError, match=r"^can't change the name"):
+        assembler.feed(ToolCallChunk(0, name="z", arguments="NOT THIS"))
+    with pytest.raises(AssemblerError, match=r"^can't start tool call at index 1"):
+        assembler.feed(ToolCallChunk(1, "a", "x", "NOR THIS"))
+    assembler.feed(ToolCallChunk(0, arguments='"}'))
+    assert assembler.finish()[-1] == CallReady(
+        "a", "x", '{"k": "' + "y" * 1000 + '"}', {"k": "y" * 1000}, None
+    )

@@ -71,6 +71,11 @@ class Text(tuple):  # type: ignore[type-arg]
         parts.append(text)
         return _tuple_new(Text, (parts, n + 1))
 
+    def tail(self, k: int) -> str:
+        """The last ``k`` appended parts, joined (``k`` at most the parts appended)."""
+        parts, n = self
+        return "".join(parts[n - k : n]) if k else ""
+
     def __len__(self) -> int:
         """The length of the text (not of the tuple underneath)."""
         parts, n = self

@@ -59,6 +59,31 @@
     return node;
   }
 
+  // Streamed text (tokens, tool-call arguments) is gathered per element while a frame
+  // is handled and appended once per frame as one text node: appending to a node's
+  // text copies all of it in the browser, so one append per event would make a long
+  // stream quadratic.  A frame's worth is one node; frames grow when the page is behind.
+  const pendingText = new Map(); // element -> [text, ...]
+
+  function streamText(node, text) {
+    const parts = pendingText.get(node);
+    if (parts) parts.push(text);
+    else pendingText.set(node, [text]);
+  }
+
+  function setText(node, text) {
+    pendingText.delete(node); // replaced whole: what was pending is in `text`
+    node.textContent = text;
+  }
+
+  function flushText() {
+    if (pendingText.size === 0) return;
+    keepBottom(() => {
+      for (const [node, parts] of pendingText) node.appendChild(document.createTextNode(parts.join("")));
+    });
+    pendingText.clear();
+  }
+
   function keepBottom(fn) {
     const stick = nearBottom();
     fn();
@@ -74,12 +99,10 @@
 
   function assistantBubble(text, streaming) {
     const b = el("div", "msg assistant" + (streaming ? " streaming" : ""));
-    const span = el("span", "text");
-    const node = document.createTextNode(text || "");
-    span.appendChild(node);
+    const span = el("span", "text", text || "");
     b.appendChild(span);
     append(b);
-    return { bubble: b, text: node };
+    return { bubble: b, text: span };
   }
 
   function notice(text, kind) {
@@ -229,6 +252,7 @@
     for (const node of [...conversation.children]) if (node.id !== "empty") node.remove();
     $("empty").hidden = false;
     cards.clear();
+    pendingText.clear();
     current = null;
     thinkingEl = null;
     interrupting = null;
@@ -288,7 +312,7 @@
           current = assistantBubble("", true);
           setThinking(false);
         }
-        keepBottom(() => current.text.appendData(e.text));
+        streamText(current.text, e.text);
         break;
       case "reasoning":
         break;
@@ -299,12 +323,12 @@
         break;
       case "tool_call_delta": {
         const card = cards.get(e.call_id);
-        if (card) keepBottom(() => { card.querySelector(".args-text").textContent += e.delta; });
+        if (card) streamText(card.querySelector(".args-text"), e.delta);
         break;
       }
       case "tool_call": {
         const card = toolCard(e.call_id, e.name);
-        card.querySelector(".args-text").textContent = pretty(e.arguments);
+        setText(card.querySelector(".args-text"), pretty(e.arguments));
         setCardStatus(card, "running");
         setStatus("acting");
         break;
@@ -388,6 +412,7 @@
       let events;
       try { events = JSON.parse(m.data); } catch (_) { return; }
       for (const e of events) handle(e);
+      flushText();
       renderCounters();
     };
     sock.onclose = (c) => {
