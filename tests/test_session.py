@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -844,3 +845,26 @@ async def test_a_run_accepted_just_before_the_close_still_ends(
     assert types(log)[:2] == ["user_input", "run_started"]
     assert log[-1].type == "done" and log[-1].status == "cancelled"  # type: ignore[attr-defined]
     check_invariants(log, session.state)
+
+
+async def test_a_command_blocked_by_a_subscriber_that_cannot_be_evicted_gives_up_in_bounds(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A command's events after the first are published even if its caller is
+    # cancelled, but like every shielded publish only for CLEANUP_TIMEOUT: a lossless
+    # subscriber that is never evicted (stall_timeout=inf, as the Redis relay) cannot
+    # hang the caller for good.  The log holds what was published, nothing half-made.
+    from trio_agent._session import CLEANUP_TIMEOUT
+
+    async with trio_agent.open_runtime(
+        model=model_of(ScriptBuilder().turn(tokens=["hi"])), tools=TOOLS
+    ) as rt:
+        session = await rt.open_session("s1")
+        async with session.subscribe(capacity=1, stall_timeout=math.inf):
+            start = trio.current_time()
+            with trio.fail_after(CLEANUP_TIMEOUT + 5):
+                await session.send("hello")  # user_input fits, run_started never does
+            assert trio.current_time() - start == pytest.approx(CLEANUP_TIMEOUT)
+            assert types(session.log) == ["user_input"]
+            assert session.state.pending_inputs == ("hello",)
+        assert "could not publish 'run_started' within 30s (CLEANUP_TIMEOUT)" in caplog.text

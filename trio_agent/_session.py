@@ -264,8 +264,10 @@ class Session:
         ``SessionStateError``).  The decision and the first publish are one
         synchronous step: if a full subscriber makes us wait, the state may move on
         meanwhile (the run may end), so we decide again after the wait.  Once the first
-        event is out, the rest follow even if the caller is cancelled.  (The command
-        lock was the schedule point: publishing waits only when a subscriber is full.)
+        event is out, the rest follow even if the caller is cancelled, bounded by
+        ``CLEANUP_TIMEOUT`` as every shielded publish is; returns the events published.
+        (The command lock was the schedule point: publishing waits only when a
+        subscriber is full.)
         """
         while True:
             self._check_open()  # (closing may have begun while we waited)
@@ -278,12 +280,9 @@ class Session:
             except ReduceError as exc:  # decide() should have refused: say so
                 raise SessionStateError(f"session {self.id!r} refused the command: {exc}") from None
             break
-        for event in events[1:]:
-            try:
-                self.bus.publish_nowait(event)
-            except trio.WouldBlock:
-                with trio.CancelScope(shield=True):
-                    await self.bus.publish(event)
+        for i, event in enumerate(events[1:], 1):
+            if not await self._emit_shielded(event):
+                return events[:i]  # (logged) the command took effect up to here
         return events
 
     async def send(self, text: str) -> None:
@@ -489,11 +488,12 @@ class Session:
             await trio.lowlevel.checkpoint()
         return stamped
 
-    async def _emit_shielded(self, event: ev.Event) -> None:
+    async def _emit_shielded(self, event: ev.Event) -> bool:
         """Publish during cleanup, even though the scope around is cancelled: at once
         when every subscriber has room (no scheduler round-trip on the interrupt path),
         else waiting shielded — bounded: a full lossless subscriber is evicted after
-        its stall timeout."""
+        its stall timeout, and one that cannot be is given up on after
+        ``CLEANUP_TIMEOUT`` (logged; returns False)."""
         try:
             self.bus.publish_nowait(event)
         except trio.WouldBlock:
@@ -508,6 +508,8 @@ class Session:
                     event.type,
                     CLEANUP_TIMEOUT,
                 )
+                return False
+        return True
 
     async def _run(self) -> None:
         """One run, from ``run_started`` (already published) to ``done``."""
