@@ -237,8 +237,11 @@ async def test_dead_owner_is_recovered_by_replay(redis_server: RedisServer, pref
                 ev.ToolCall(run=1, step=1, call_id="c1", name="sleep", arguments={"seconds": 30}),
             ]:
                 stamped.append(attrs_evolve(event, session="s", seq=len(stamped) + 1, ts=1.0))
-            await dead.client.set(dead.key("s", "owner"), dead.token("s"), px=int(LEASE_TTL * 1000))
+            # (The lease expires once the events are in, not before: on a loaded
+            # machine the append may come later than one TTL after the claim.)
+            await dead.client.set(dead.key("s", "owner"), dead.token("s"))
             await dead.append("s", stamped)
+            await dead.client.pexpire(dead.key("s", "owner"), int(LEASE_TTL * 1000))
         model = ScriptBuilder().turn(["resumed"]).model()
         async with redis_runtime(redis_server, prefix, "b", model) as (rt, log):
             session = await rt.open_session("s")
@@ -559,26 +562,40 @@ async def connect(port: int, after: int | None = None) -> AsyncIterator[Client]:
         yield Client(ws)
 
 
+def _merge_key(e: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What the server merges consecutive events by (``wire.merge_events``), or None."""
+    if e["type"] == "token_stream":
+        return ("token_stream", e["run"], e["step"])
+    if e["type"] == "tool_call_delta":
+        return ("tool_call_delta", e["run"], e["step"], e["call_id"])
+    return None
+
+
 def assert_covers(received: list[dict[str, Any]], log: Sequence[ev.Event]) -> None:
-    """What clients received (frames merge tokens) is exactly the log: every other
-    event once, seqs increasing, token text concatenating to the log's."""
+    """What clients received (frames merge tokens and argument fragments) is exactly
+    the log: every other event once, seqs increasing, merged text concatenating to the
+    log's."""
     seqs = [e["seq"] for e in received]
     assert seqs == sorted(set(seqs)), f"not strictly increasing: {seqs}"
     by_seq = {e.seq: e for e in log}
-    texts: dict[tuple[int, int], str] = {}
+    texts: dict[tuple[Any, ...], str] = {}
     for e in received:
-        if e["type"] == "token_stream":
-            texts[(e["run"], e["step"])] = texts.get((e["run"], e["step"]), "") + e["text"]
+        key = _merge_key(e)
+        if key is not None:
+            texts[key] = texts.get(key, "") + e["text" if key[0] == "token_stream" else "delta"]
         else:
             assert by_seq[e["seq"]].to_dict() == e
-    expected: dict[tuple[int, int], str] = {}
+    expected: dict[tuple[Any, ...], str] = {}
     for event in log:
-        if isinstance(event, ev.TokenStream):
-            key = (event.run, event.step)
-            expected[key] = expected.get(key, "") + event.text
+        d = event.to_dict()
+        key = _merge_key(d)
+        if key is not None:
+            expected[key] = (
+                expected.get(key, "") + d["text" if key[0] == "token_stream" else "delta"]
+            )
     assert texts == expected
-    others = [e.seq for e in log if not isinstance(e, ev.TokenStream)]
-    assert [e["seq"] for e in received if e["type"] != "token_stream"] == others
+    others = [e.seq for e in log if _merge_key(e.to_dict()) is None]
+    assert [e["seq"] for e in received if _merge_key(e) is None] == others
 
 
 async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
