@@ -26,6 +26,7 @@ from conftest import IN_CI
 from redis_server import RedisServer, RedisServerMissing
 
 import trio_agent
+import trio_agent.redis
 from trio_agent import events as ev
 from trio_agent._redis import RedisLog, _decode, _seq_of, open_redis_log
 from trio_agent._session import Runtime, Session
@@ -652,3 +653,10 @@ async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
         assert_covers(seen, stored)
         assert stored[-1].status == "completed"  # type: ignore[attr-defined]
         assert stored[-1].text == "recovered and done."  # type: ignore[attr-defined]
+
+
+def test_the_command_lines_copies_of_the_redis_defaults_agree() -> None:
+    from trio_agent import _redis_cli
+
+    assert _redis_cli.DEFAULT_PREFIX == trio_agent.redis.DEFAULT_PREFIX
+    assert _redis_cli.DEFAULT_LEASE_TTL == trio_agent.redis.DEFAULT_LEASE_TTL

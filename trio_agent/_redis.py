@@ -696,8 +696,10 @@ class _Replica:
         try:
             if session.state.running:
                 await session.interrupt("hard", reason=f"redis unavailable: {exc}")
-        except Exception:
-            pass  # not running any more, or a hard interrupt is pending already
+        except (SessionStateError, trio.ClosedResourceError) as why:
+            # Not running any more, a hard interrupt or a cancel is pending already,
+            # or the session is closing: nothing to pause.
+            logger.info("session %r: no interrupt for the outage: %s", self.id, why)
         s = session.state
         try:
             await session.bus.publish(
