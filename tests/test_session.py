@@ -844,3 +844,15 @@ async def test_a_run_accepted_just_before_the_close_still_ends(
     assert types(log)[:2] == ["user_input", "run_started"]
     assert log[-1].type == "done" and log[-1].status == "cancelled"  # type: ignore[attr-defined]
     check_invariants(log, session.state)
+
+
+async def test_in_memory_a_session_is_owned_by_its_process_until_it_closes() -> None:
+    with trio.fail_after(5):
+        async with trio_agent.open_runtime(model=model_of(ScriptBuilder().turn(["x"]))) as rt:
+            session = await rt.open_session("s1")
+            assert not session.is_replica
+            await session.wait_owned()  # at once: this process runs the agent loop
+            await session.aclose()
+            assert not session.is_replica
+            with pytest.raises(trio.ClosedResourceError, match=r"^session 's1' is closed$"):
+                await session.wait_owned()
