@@ -21,14 +21,17 @@ from typing import Any
 import orjson
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 from conftest import IN_CI
 from redis_server import RedisServer, RedisServerMissing
 
 import trio_agent
+import trio_agent.redis
 from trio_agent import events as ev
 from trio_agent._redis import RedisLog, _decode, _seq_of, open_redis_log
 from trio_agent._session import Runtime, Session
+from trio_agent.redis import RedisLogError
 from trio_agent.testing import ScriptBuilder, check_invariants
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,11 +61,22 @@ def prefix() -> str:
 
 @asynccontextmanager
 async def redis_runtime(
-    server: RedisServer, prefix: str, node: str, model: Any, **options: Any
+    server: RedisServer,
+    prefix: str,
+    node: str,
+    model: Any,
+    *,
+    reply_timeout: float | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[Runtime, RedisLog]]:
     async with (
         open_redis_log(
-            server.url, prefix=prefix, lease_ttl=LEASE_TTL, block=BLOCK, node=node
+            server.url,
+            prefix=prefix,
+            lease_ttl=LEASE_TTL,
+            block=BLOCK,
+            node=node,
+            reply_timeout=reply_timeout,
         ) as log,
         trio_agent.open_runtime(model=model, tools=[trio_agent.sleep], log=log, **options) as rt,
     ):
@@ -141,7 +155,7 @@ async def test_replica_sees_the_owners_run_and_its_interrupt_takes_effect(
         ):
             owner = await rt_a.open_session("s")
             replica = await rt_b.open_session("s")
-            assert owner._forward is None and replica._forward is not None
+            assert not owner.is_replica and replica.is_replica
             async with replica.subscribe(after=0) as events:
                 await replica.send("go")  # forwarded through the command stream
                 got: list[ev.Event] = []
@@ -237,12 +251,15 @@ async def test_dead_owner_is_recovered_by_replay(redis_server: RedisServer, pref
                 ev.ToolCall(run=1, step=1, call_id="c1", name="sleep", arguments={"seconds": 30}),
             ]:
                 stamped.append(attrs_evolve(event, session="s", seq=len(stamped) + 1, ts=1.0))
-            await dead.client.set(dead.key("s", "owner"), dead.token("s"), px=int(LEASE_TTL * 1000))
+            # (The lease expires once the events are in, not before: on a loaded
+            # machine the append may come later than one TTL after the claim.)
+            await dead.client.set(dead.key("s", "owner"), dead.token("s"))
             await dead.append("s", stamped)
+            await dead.client.pexpire(dead.key("s", "owner"), int(LEASE_TTL * 1000))
         model = ScriptBuilder().turn(["resumed"]).model()
         async with redis_runtime(redis_server, prefix, "b", model) as (rt, log):
             session = await rt.open_session("s")
-            assert session._forward is not None  # a replica while the lease lives
+            assert session.is_replica  # a replica while the lease lives
             await wait_for(session, lambda s: s.status == "interrupted")
             tail = list(session.view.log)[len(stamped) :]
             assert [e.type for e in tail] == ["interrupt", "tool_result", "interrupted"]
@@ -277,8 +294,7 @@ async def test_closing_the_owner_ends_its_run_and_hands_the_session_over(
             # so b owns the session at once (not after the lease would have expired).
             with trio.fail_after(LEASE_TTL / 2):
                 await wait_for(replica, lambda s: s.status == "done")
-                while replica._forward is not None:  # noqa: ASYNC110 (a plain attribute)
-                    await trio.sleep(0.01)
+                await replica.wait_owned()
             stored = await log_b.read("s")
             assert stored[-1].type == "done" and stored[-1].status == "cancelled"  # type: ignore[attr-defined]
             await replica.send("again")
@@ -339,12 +355,23 @@ async def test_a_command_forwarded_to_an_owner_that_is_closing_harms_no_other_se
                 return result
 
             monkeypatch.setattr(log_a.client, "set", record_then_close)
-            await replica.send("hello")  # forwarded to a
-            await owner._stopped.wait()
+            # The owner refuses it (it was taken, so no other process applies it) and
+            # says why, to the caller only.
+            with pytest.raises(
+                trio.ClosedResourceError,
+                match=r"^session 's' is closing on its owner \(a\): the command was not applied$",
+            ):
+                await replica.send("hello")  # forwarded to a
+            await owner.aclose()  # (closing already: returns once it is gone)
             monkeypatch.undo()
             assert rt_a.get_session("other") is other and not other.closed
             await other.send("still here")
             await wait_for(other, lambda s: s.status == "done")
+            # b took the session over (a released the lease) and never applied it.
+            await replica.wait_owned()
+            await replica.send("second")
+            await wait_for(replica, lambda s: s.status == "done")
+            assert [e.text for e in replica.log if isinstance(e, ev.UserInput)] == ["second"]
 
 
 _TAKE_LEASE = """
@@ -374,7 +401,7 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
         ):
             owner = await rt_a.open_session("s")
             replica = await rt_b.open_session("s")
-            assert owner._forward is None and replica._forward is not None
+            assert not owner.is_replica and replica.is_replica
             seen_on_a = owner.open_subscription(after=0, capacity=1000)
             await owner.send("go")
             if when == "streaming":
@@ -413,7 +440,7 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
 
             # b owns the session and recovered it from the log as it stood.
             await wait_for(replica, lambda s: s.status == "interrupted")
-            assert replica._forward is None
+            assert not replica.is_replica
             assert await log_b.owner("s") == log_b.token("s")
             entries = await log_b.client.xrange(log_b.key("s", "log"))
             assert [(e.identifier, e.field_values[b"e"]) for e in entries[:n]] == snapshot
@@ -559,26 +586,40 @@ async def connect(port: int, after: int | None = None) -> AsyncIterator[Client]:
         yield Client(ws)
 
 
+def _merge_key(e: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What the server merges consecutive events by (``wire.merge_events``), or None."""
+    if e["type"] == "token_stream":
+        return ("token_stream", e["run"], e["step"])
+    if e["type"] == "tool_call_delta":
+        return ("tool_call_delta", e["run"], e["step"], e["call_id"])
+    return None
+
+
 def assert_covers(received: list[dict[str, Any]], log: Sequence[ev.Event]) -> None:
-    """What clients received (frames merge tokens) is exactly the log: every other
-    event once, seqs increasing, token text concatenating to the log's."""
+    """What clients received (frames merge tokens and argument fragments) is exactly
+    the log: every other event once, seqs increasing, merged text concatenating to the
+    log's."""
     seqs = [e["seq"] for e in received]
     assert seqs == sorted(set(seqs)), f"not strictly increasing: {seqs}"
     by_seq = {e.seq: e for e in log}
-    texts: dict[tuple[int, int], str] = {}
+    texts: dict[tuple[Any, ...], str] = {}
     for e in received:
-        if e["type"] == "token_stream":
-            texts[(e["run"], e["step"])] = texts.get((e["run"], e["step"]), "") + e["text"]
+        key = _merge_key(e)
+        if key is not None:
+            texts[key] = texts.get(key, "") + e["text" if key[0] == "token_stream" else "delta"]
         else:
             assert by_seq[e["seq"]].to_dict() == e
-    expected: dict[tuple[int, int], str] = {}
+    expected: dict[tuple[Any, ...], str] = {}
     for event in log:
-        if isinstance(event, ev.TokenStream):
-            key = (event.run, event.step)
-            expected[key] = expected.get(key, "") + event.text
+        d = event.to_dict()
+        key = _merge_key(d)
+        if key is not None:
+            expected[key] = (
+                expected.get(key, "") + d["text" if key[0] == "token_stream" else "delta"]
+            )
     assert texts == expected
-    others = [e.seq for e in log if not isinstance(e, ev.TokenStream)]
-    assert [e["seq"] for e in received if e["type"] != "token_stream"] == others
+    others = [e.seq for e in log if _merge_key(e.to_dict()) is None]
+    assert [e["seq"] for e in received if _merge_key(e) is None] == others
 
 
 async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
@@ -635,3 +676,216 @@ async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
         assert_covers(seen, stored)
         assert stored[-1].status == "completed"  # type: ignore[attr-defined]
         assert stored[-1].text == "recovered and done."  # type: ignore[attr-defined]
+
+
+# ---- the owner decides ----------------------------------------------------------------
+
+
+def hold_back(session: Session, types: Sequence[str]) -> trio_agent.Subscription:
+    """Hold back this process's copy of ``session``: a lossless subscriber of its
+    working bus (``session.bus``, where the replica's tail publishes) that never reads.
+    It takes the first event of ``types`` and blocks the tail at the second, so the
+    replica's state lags the owner's from there on (as a slow network would make it)."""
+    return session.bus.open_subscription(types=types, capacity=1, policy="block", stall_timeout=1e9)
+
+
+async def test_a_command_through_a_lagging_replica_is_judged_by_the_owner(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """Issue 10 §3: B, on a replica, hard-interrupts A's run during a tool call and
+    resumes as soon as the owner shows ``interrupted`` — before B's own copy has it.
+    The owner decides the resume against the true state; B's lag is no reason to
+    refuse it."""
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", slow_script(nap=30).model()) as (rt_a, _),
+            redis_runtime(redis_server, prefix, "b", slow_script(nap=30).model()) as (rt_b, _),
+        ):
+            owner = await rt_a.open_session("r1")
+            replica = await rt_b.open_session("r1")
+            # The replica takes ``interrupt`` and stops at ``interrupted``.
+            held = hold_back(replica, ["interrupt", "interrupted"])
+            await owner.send("go")
+            await wait_for(replica, lambda s: [c.status for c in s.tool_calls] == ["running"])
+            await replica.interrupt("hard", reason="from b")
+            await wait_for(owner, lambda s: s.status == "interrupted")
+            assert replica.state.status == "acting"  # the lag is real
+            assert replica.state.seq < owner.state.seq
+
+            await replica.resume("carry on")  # the owner's state says: interrupted
+
+            resumes = [e for e in owner.log if isinstance(e, ev.Resume)]
+            assert [r.instruction for r in resumes] == ["carry on"]
+            held.close()
+            await wait_for(owner, lambda s: s.status == "done")
+            await wait_for(replica, lambda s: s.seq == owner.state.seq)
+            assert wires(list(replica.view.log)) == wires(list(owner.log))
+            check_invariants(list(owner.log), owner.state)
+
+
+async def test_a_refusal_through_a_replica_is_the_owners_and_nothing_is_applied(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The replica's lagging copy shows ``interrupted`` (it would let a resume through);
+    the owner's run is done: the owner refuses, with its own message, to the caller."""
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", slow_script(nap=30).model()) as (rt_a, _),
+            redis_runtime(redis_server, prefix, "b", slow_script(nap=30).model()) as (rt_b, _),
+        ):
+            owner = await rt_a.open_session("r2")
+            replica = await rt_b.open_session("r2")
+            # The replica takes ``interrupted`` and stops at the ``resume`` after it.
+            held = hold_back(replica, ["interrupted", "resume"])
+            await owner.send("go")
+            await wait_for(owner, lambda s: [c.status for c in s.tool_calls] == ["running"])
+            await owner.interrupt("hard")
+            await wait_for(replica, lambda s: s.status == "interrupted")
+            await owner.resume()
+            await wait_for(owner, lambda s: s.status == "done")
+            assert replica.state.status == "interrupted"  # the lag is real
+            before = wires(list(owner.log))
+
+            with pytest.raises(
+                trio_agent.SessionStateError,
+                match=r"^can't resume session 'r2': it is done, not interrupted$",
+            ):
+                await replica.resume("again")
+
+            assert wires(list(owner.log)) == before  # nothing was applied
+            held.close()
+            await wait_for(replica, lambda s: s.seq == owner.state.seq)
+            assert wires(list(replica.view.log)) == before
+
+
+async def test_a_forwarded_cancel_returns_once_the_owner_published_done(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The owner sends a ``cancel``'s verdict after the ``done`` it waits for, so a
+    replica's ``cancel`` means what it means in one process."""
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", slow_script(nap=30).model()) as (rt_a, _),
+            redis_runtime(redis_server, prefix, "b", slow_script(nap=30).model()) as (rt_b, _),
+        ):
+            owner = await rt_a.open_session("r3")
+            replica = await rt_b.open_session("r3")
+            await replica.send("go")
+            await wait_for(replica, lambda s: [c.status for c in s.tool_calls] == ["running"])
+            await replica.cancel()
+            last = list(owner.log)[-1]
+            assert isinstance(last, ev.Done) and last.status == "cancelled"
+            with pytest.raises(
+                trio_agent.SessionStateError,
+                match=r"^can't cancel session 'r3': it is done, not running or interrupted$",
+            ):
+                await replica.cancel()
+
+
+async def hold_lease(log: RedisLog, session: str) -> str:
+    """A process that holds ``session``'s lease (no expiry) and never serves it: what
+    a hung owner looks like from Redis.  Returns the lease key (delete it to let go)."""
+    key = log.key(session, "owner")
+    await log.client.set(key, "ghost:" + session)
+    return key
+
+
+async def test_no_verdict_within_the_reply_timeout_raises_and_says_the_command_may_still_apply(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    timeout = 0.5
+    model = ScriptBuilder().turn(["hi", "!"]).model()
+    with trio.fail_after(20):
+        async with redis_runtime(redis_server, prefix, "b", model, reply_timeout=timeout) as (
+            rt,
+            log,
+        ):
+            lease = await hold_lease(log, "t")
+            replica = await rt.open_session("t")
+            assert replica.is_replica
+            started = trio.current_time()
+            with pytest.raises(
+                RedisLogError,
+                match=r"^no verdict on 'user_input' from the owner of session 't' within 0\.5s "
+                r"\(reply_timeout\): the command was sent and may still be applied later; "
+                r"is any process serving the session\?$",
+            ):
+                await replica.send("hello")
+            assert timeout <= trio.current_time() - started < timeout + 1.0
+            assert log.statistics().commands_waiting == 0
+            # It may still be applied later: here, once this process takes the session
+            # over (the ghost lets go), its command reader finds the command.
+            await log.client.delete([lease])
+            await replica.wait_owned()
+            await wait_for(replica, lambda s: s.status == "done")
+            assert [e.text for e in replica.log if isinstance(e, ev.UserInput)] == ["hello"]
+
+
+async def test_a_replica_that_takes_over_while_waiting_applies_its_own_command(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The forwarding call holds nothing the session needs: when its own process takes
+    the session over meanwhile, that process's command reader applies the command and
+    the verdict comes back the same way."""
+    model = ScriptBuilder().turn(["hi", "!"]).model()
+    with trio.fail_after(20):
+        async with redis_runtime(redis_server, prefix, "b", model) as (rt, log):
+            lease = await hold_lease(log, "t")
+            replica = await rt.open_session("t")
+            sent = trio.Event()
+
+            async def send() -> None:
+                await replica.send("hello")
+                sent.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                assert log.statistics().commands_waiting == 1 and replica.is_replica
+                await log.client.delete([lease])
+                await sent.wait()
+            assert not replica.is_replica
+            assert log.statistics().commands_waiting == 0
+            await wait_for(replica, lambda s: s.status == "done")
+            assert [e.text for e in replica.log if isinstance(e, ev.UserInput)] == ["hello"]
+
+
+async def test_a_refused_command_on_a_replicas_server_gets_bad_state_for_that_client_only(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            redis_runtime(redis_server, prefix, "a", ScriptBuilder().turn(["ok"]).model()) as (
+                rt_a,
+                _,
+            ),
+            redis_runtime(redis_server, prefix, "b", ScriptBuilder().turn(["ok"]).model()) as (
+                rt_b,
+                _,
+            ),
+            trio.open_nursery() as nursery,
+        ):
+            owner = await rt_a.open_session("s")
+            port = await nursery.start(trio_agent.AgentServer(rt_b).serve, "127.0.0.1", 0)
+            async with connect(port) as bad, connect(port) as good:
+                for client in (bad, good):  # the state snapshot first
+                    assert orjson.loads(await client.ws.get_message())[0]["type"] == "state"
+                assert rt_b.sessions["s"].is_replica
+                await bad.send(op="resume", instruction="go on")
+                error = await bad.until(lambda e: e["type"] == "error")
+                assert error["code"] == "bad_state" and error["seq"] == 0
+                assert error["message"] == "can't resume session 's': it is idle, not interrupted"
+                assert len(owner.log) == 0  # nothing was applied
+                # The other client got nothing of it: its next event is the run's.
+                await good.send(op="user_input", text="hi")
+                await good.until(lambda e: e["type"] == "done")
+                assert [e for e in good.events if e["type"] == "error"] == []
+                assert good.events[0]["type"] == "user_input" and good.events[0]["seq"] == 1
+            nursery.cancel_scope.cancel()
+
+
+def test_the_command_lines_copies_of_the_redis_defaults_agree() -> None:
+    from trio_agent import _redis_cli
+
+    assert _redis_cli.DEFAULT_PREFIX == trio_agent.redis.DEFAULT_PREFIX
+    assert _redis_cli.DEFAULT_LEASE_TTL == trio_agent.redis.DEFAULT_LEASE_TTL

@@ -868,3 +868,15 @@ async def test_a_command_blocked_by_a_subscriber_that_cannot_be_evicted_gives_up
             assert types(session.log) == ["user_input"]
             assert session.state.pending_inputs == ("hello",)
         assert "could not publish 'run_started' within 30s (CLEANUP_TIMEOUT)" in caplog.text
+
+
+async def test_in_memory_a_session_is_owned_by_its_process_until_it_closes() -> None:
+    with trio.fail_after(5):
+        async with trio_agent.open_runtime(model=model_of(ScriptBuilder().turn(["x"]))) as rt:
+            session = await rt.open_session("s1")
+            assert not session.is_replica
+            await session.wait_owned()  # at once: this process runs the agent loop
+            await session.aclose()
+            assert not session.is_replica
+            with pytest.raises(trio.ClosedResourceError, match=r"^session 's1' is closed$"):
+                await session.wait_owned()

@@ -16,6 +16,15 @@ every session of that runtime live on Redis (in-memory stays the default):
   process that opens the session is a *replica*: it tails the log into its own copy of
   the session (so its clients see the same events in the same order), and forwards
   commands to the command stream ``{prefix}:{S}:cmd``, which the owner reads.
+- **The owner decides**: a replica's copy lags, so it judges no command.  Each goes on
+  the command stream unjudged, with a nonce; the owner applies it (in order, at most
+  once: ``{prefix}:{S}:cmd_done``) and pushes its verdict — ``accepted``, or a refusal
+  with its message (:data:`VERDICTS`) — to ``{prefix}:{S}:reply:{nonce}`` (``RPUSH`` +
+  ``PEXPIRE``, one script).  The forwarding call pops it (``BLPOP`` on a dedicated
+  connection) and returns or raises what the owner raised (``SessionStateError`` …),
+  so a refusal reaches the one caller, as in one process.  No verdict within
+  ``reply_timeout`` (:data:`COMMAND_REPLY_TIMEOUT`) raises :class:`RedisLogError`; the
+  command may still be applied later.  A ``cancel``'s verdict follows its ``done``.
 - **Recovery**: a replica tries to take the lease every third of the TTL.  When the
   owner died, the lease expires and one replica gets it: it reads the log to its end
   (the old owner can no longer append), and if a run was going it publishes a hard
@@ -40,11 +49,11 @@ on from the last id they read.
 its connection, and the pool never gets that slot back; after ``max_connections``
 cancelled reads every command waits forever.  Tails and the owner's command reader are
 cancelled all the time (interrupts, clients leaving, takeovers), so no blocking read
-ever runs on the shared pool: each tail has a *dedicated* connection (a client with a
-pool of one, owned by the tail's ``async with``, discarded on cancel or error), and
-reads with a short ``BLOCK``.  The shared pool only carries non-blocking commands
-(which coredis releases before awaiting the reply) and has a ``pool_timeout``, so
-exhaustion raises instead of hanging.
+ever runs on the shared pool: each tail, and each forwarded command waiting for its
+verdict (``BLPOP``), has a *dedicated* connection (a client with a pool of one, owned by
+an ``async with``, discarded on cancel or error), and blocks for short slices.  The
+shared pool only carries non-blocking commands (which coredis releases before awaiting
+the reply) and has a ``pool_timeout``, so exhaustion raises instead of hanging.
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ if TYPE_CHECKING:
     from ._session import Runtime, Session
 
 __all__ = [
+    "COMMAND_REPLY_TIMEOUT",
     "DEFAULT_BLOCK",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_CONNECTIONS",
@@ -90,7 +100,8 @@ __all__ = [
 logger = logging.getLogger("trio_agent.redis")
 
 DEFAULT_PREFIX: Final = "trio-agent"
-"""Key prefix: ``{prefix}:{session}:log``, ``:cmd``, ``:cmd_done``, ``:owner``."""
+"""Key prefix: ``{prefix}:{session}:log``, ``:cmd``, ``:cmd_done``, ``:owner``,
+``:reply:{nonce}``."""
 
 DEFAULT_LEASE_TTL: Final = 5.0
 """Seconds a session's lease lives unless renewed (every third of it).  The time a dead
@@ -127,6 +138,27 @@ COMMAND_STREAM_MAXLEN: Final = 1000
 """Commands the command stream keeps (``MAXLEN ~``).  Commands are read within
 milliseconds by the owner; the rest is history for debugging."""
 
+COMMAND_REPLY_TIMEOUT: Final = 10.0
+"""Seconds a command forwarded by a replica waits, at most, for the owner's verdict
+(``RedisLog.reply_timeout``; the default is this or twice the lease TTL, whichever is
+longer).  The owner answers within a few milliseconds: one ``XREAD`` round trip, the
+command, one ``RPUSH`` (a ``cancel`` after its ``done``, which is the step's cleanup).
+The bound is for the slow paths that still end in a verdict: the owner's command reader
+reconnecting after a Redis blip (backoff up to ``BACKOFF_MAX``), and a command forwarded
+just as its owner died, which the process that recovers the session applies once the
+lease expired (up to 1⅓ lease TTLs, under 7 s by default).  Past it, nobody is serving
+the session, and the caller hears so instead of waiting forever."""
+
+REPLY_TTL: Final = 30.0
+"""Seconds a verdict waits on Redis for its forwarder (``PEXPIRE``).  The forwarder is
+blocked on it already, or collects it after a reconnect (backoff up to
+``BACKOFF_MAX``); one whose caller gave up never does, and the key is gone after this."""
+
+REPLY_SEND_TIMEOUT: Final = 2.0
+"""Seconds the owner spends, at most, delivering one verdict.  Shielded: the verdict of a
+command met by the session's closing still goes out (so its forwarder need not wait out
+its timeout); past this the forwarder's own timeout speaks."""
+
 BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 2.0
 """Reconnect backoff of tails and the relay: from 50 ms, doubling, at most 2 s."""
@@ -143,6 +175,17 @@ class RedisLogError(SessionLogError):
 
 class LeaseLost(RedisLogError):
     """This process no longer owns the session (another one took the lease)."""
+
+
+VERDICTS: Final[Mapping[str, Callable[[str], Exception]]] = {
+    "bad_state": SessionStateError,
+    "bad_command": ValueError,
+    "closing": trio.ClosedResourceError,
+}
+"""A forwarded command's refusals, as the owner names them in its verdict, and what the
+forwarding call raises for each (with the owner's message): what the same command
+raises in one process, so the server answers the client alike (``bad_state``,
+``bad_command``, ``shutting_down``).  The one other verdict is ``accepted``."""
 
 
 # ---- scripts ----------------------------------------------------------------------
@@ -180,6 +223,14 @@ return 0
 """
 """Renew the lease (or take it back if it expired and nobody else took it)."""
 
+_REPLY: Final = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+"""A forwarded command's verdict, for its forwarder's ``BLPOP``; gone after
+:data:`REPLY_TTL` if nobody collects it (one script: never a verdict without expiry)."""
+
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -215,6 +266,18 @@ def _backoff(attempt: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt))
 
 
+def _raise_refusal(verdict: Mapping[str, Any]) -> None:
+    """Nothing if the owner accepted the command; else what its refusal means."""
+    code = verdict.get("verdict")
+    message = str(verdict.get("message", ""))
+    if code == "accepted":
+        return
+    refusal = VERDICTS.get(str(code))
+    if refusal is None:
+        raise RedisLogError(f"the owner answered with an unknown verdict {code!r}: {message}")
+    raise refusal(message)
+
+
 @attrs.frozen(slots=True)
 class RedisStatistics:
     """The shared pool, as ``RedisLog.statistics()`` sees it."""
@@ -226,6 +289,9 @@ class RedisStatistics:
     that leaked slots shows less."""
     online_connections: int
     tails_open: int
+    commands_waiting: int
+    """Forwarded commands waiting for their owner's verdict (each on a dedicated
+    connection)."""
 
 
 class RedisLog:
@@ -242,11 +308,16 @@ class RedisLog:
         block: float = DEFAULT_BLOCK,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         node: str | None = None,
+        reply_timeout: float | None = None,
     ) -> None:
         if not lease_ttl > 0.03:
             raise ValueError(f"lease_ttl must be more than 0.03 seconds, got {lease_ttl}")
         if not block > 0:
             raise ValueError(f"block must be positive, got {block}")
+        if reply_timeout is None:
+            reply_timeout = max(COMMAND_REPLY_TIMEOUT, 2 * lease_ttl)
+        if not reply_timeout > 0:
+            raise ValueError(f"reply_timeout must be positive, got {reply_timeout}")
         self.client = client
         self.url = url
         self.prefix = prefix
@@ -254,7 +325,11 @@ class RedisLog:
         self.block = block
         self.max_connections = max_connections
         self.node = node or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.reply_timeout = reply_timeout
+        """Seconds a forwarded command waits for its verdict (see
+        :data:`COMMAND_REPLY_TIMEOUT`)."""
         self._tails = 0
+        self._waiting = 0
 
     # ---- keys ---------------------------------------------------------------------
 
@@ -334,12 +409,8 @@ class RedisLog:
             # Fail fast: the tail reconnects (with backoff) on a fresh client.
             retry_policy=NoRetryPolicy(),
         )
-        self._tails += 1
-        try:
-            async with client:
-                yield client
-        finally:
-            self._tails -= 1
+        async with client:
+            yield client
 
     async def tail(
         self,
@@ -361,7 +432,7 @@ class RedisLog:
         attempt = 0
         while True:
             try:
-                async with self._dedicated() as client:
+                async with self._counted_tail(), self._dedicated() as client:
                     while True:
                         reply = await client.xread(
                             {key: last}, count=count, block=int(self.block * 1000)
@@ -381,6 +452,14 @@ class RedisLog:
                 attempt += 1
                 logger.info("tail of %s failed (%s); reconnecting in %.2fs", key, exc, delay)
                 await trio.sleep(delay)
+
+    @asynccontextmanager
+    async def _counted_tail(self) -> AsyncIterator[None]:
+        self._tails += 1
+        try:
+            yield
+        finally:
+            self._tails -= 1
 
     async def tail_events(
         self, session: str, after: int, deliver: Callable[[list[ev.Event]], Awaitable[None]]
@@ -413,14 +492,99 @@ class RedisLog:
 
     # ---- commands -----------------------------------------------------------------
 
-    async def send_command(self, session: str, command: Mapping[str, Any]) -> None:
-        """Append a client command (wire form, ``{"op": …}``) to the command stream."""
+    async def send_command(
+        self, session: str, command: Mapping[str, Any], *, reply: str | None = None
+    ) -> None:
+        """Append a client command (wire form, ``{"op": …}``) to the command stream;
+        with ``reply`` (a nonce), the owner sends its verdict to
+        ``{prefix}:{session}:reply:{nonce}`` (see :meth:`forward_command`)."""
+        fields: dict[str | bytes, str | bytes] = {"c": orjson.dumps(dict(command))}
+        if reply is not None:
+            fields["r"] = reply
         await self.client.xadd(
             self.key(session, "cmd"),
-            {"c": orjson.dumps(dict(command))},
+            fields,
             trim_strategy=PureToken.MAXLEN,
             threshold=COMMAND_STREAM_MAXLEN,
             trim_operator=PureToken.APPROXIMATELY,
+        )
+
+    async def forward_command(self, session: str, command: Mapping[str, Any]) -> None:
+        """Send a command to the owner of ``session`` and return once the owner applied
+        it; raise what the owner's refusal means (:data:`VERDICTS`: e.g.
+        ``SessionStateError`` with the owner's message).  Nothing is judged here: this
+        process's copy of the session may lag the owner's.
+
+        The command goes on the command stream with a fresh nonce; the owner, after
+        applying it (a ``cancel``: once its ``done`` is published), pushes its verdict
+        to ``{prefix}:{session}:reply:{nonce}``, which this call pops (``BLPOP`` on a
+        dedicated connection, in slices of ``block`` seconds, reconnecting with backoff:
+        the coredis pitfall, see the module docstring).  No verdict within
+        :attr:`reply_timeout` raises :class:`RedisLogError`; the command may still be
+        applied after that (it is on the stream).  Cancel-safe: a cancelled wait loses
+        its own connection only, and the verdict expires unread.
+        """
+        op = command.get("op")
+        nonce = uuid.uuid4().hex
+        key = self.key(session, f"reply:{nonce}")
+        timeout = self.reply_timeout
+        self._waiting += 1
+        try:
+            with trio.move_on_after(timeout):
+                try:
+                    await self.send_command(session, command, reply=nonce)
+                except Exception as exc:
+                    if not _unavailable(exc):
+                        raise
+                    raise RedisLogError(
+                        f"can't send {op!r} to session {session!r}: Redis is unavailable ({exc})"
+                    ) from None
+                verdict = await self._collect(key)
+                _raise_refusal(verdict)
+                return
+        finally:
+            self._waiting -= 1
+        raise RedisLogError(
+            f"no verdict on {op!r} from the owner of session {session!r} within "
+            f"{timeout:g}s (reply_timeout): the command was sent and may still be "
+            "applied later; is any process serving the session?"
+        )
+
+    async def _collect(self, key: str) -> Mapping[str, Any]:
+        """Pop the verdict at ``key`` when it comes (until cancelled)."""
+        attempt = 0
+        while True:
+            got: list[bytes] | None = None
+            try:
+                async with self._dedicated() as client:
+                    while got is None:
+                        got = await client.blpop([key], timeout=self.block)
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
+                delay = _backoff(attempt)
+                attempt += 1
+                logger.info("waiting for %s failed (%s); reconnecting in %.2fs", key, exc, delay)
+                await trio.sleep(delay)
+                continue
+            try:
+                verdict = orjson.loads(got[1])
+            except orjson.JSONDecodeError:
+                verdict = None
+            if not isinstance(verdict, dict):
+                raise RedisLogError(f"the verdict at {key} is not a JSON object: {got[1]!r}")
+            return verdict
+
+    async def reply(self, session: str, nonce: str, verdict: str, message: str = "") -> None:
+        """As the owner: the verdict on the forwarded command that carried ``nonce``
+        (``accepted``, or a refusal of :data:`VERDICTS` with its message)."""
+        await self.client.eval(
+            _REPLY,
+            [self.key(session, f"reply:{nonce}")],
+            [
+                orjson.dumps({"verdict": verdict, "message": message}),
+                max(1, int(REPLY_TTL * 1000)),
+            ],
         )
 
     # ---- statistics ---------------------------------------------------------------
@@ -433,6 +597,7 @@ class RedisLog:
             free_slots=len(queue),
             online_connections=len(pool._online_connections),
             tails_open=self._tails,
+            commands_waiting=self._waiting,
         )
 
     # ---- a session, in a runtime (the ``SessionLog`` hook of ``open_runtime``) ------
@@ -557,24 +722,12 @@ class _Replica:
                 logger.info("session %r: can't reach Redis to claim the lease: %s", self.id, exc)
 
     async def _forward(self, op: str, args: dict[str, Any]) -> None:
-        """A command on a replica: checked against the replica's state (the owner
-        checks again), then sent to the owner through the command stream."""
-        session = self.session
-        s = session.state
-        if op == "interrupt" and not s.running:
-            raise session._refuse("interrupt", "running")
-        if op == "resume" and s.status != "interrupted":
-            raise session._refuse("resume", "interrupted")
-        if op == "cancel" and not (s.running or s.status == "interrupted"):
-            raise session._refuse("cancel", "running or interrupted")
-        try:
-            await self.log.send_command(self.id, {"op": op, **args})
-        except Exception as exc:
-            if not _unavailable(exc):
-                raise
-            raise RedisLogError(
-                f"can't send {op!r} to session {self.id!r}: Redis is unavailable ({exc})"
-            ) from None
+        """A command on a replica: sent to the owner unjudged (this copy of the state
+        may lag the owner's), which decides it; its refusal is raised here
+        (:meth:`RedisLog.forward_command`).  Holds nothing the session needs: if this
+        process takes the session over meanwhile, its own command reader applies the
+        command and the verdict comes back the same way."""
+        await self.log.forward_command(self.id, {"op": op, **args})
 
     # ---- owner side ---------------------------------------------------------------
 
@@ -596,7 +749,9 @@ class _Replica:
 
     async def _read_commands(self) -> None:
         """Apply the commands other processes forward, in order, each at most once
-        (its id is recorded before it is applied).  Survives Redis restarts."""
+        (its id is recorded before it is applied), and send each its verdict.  A
+        command not taken yet when the session begins closing here is left on the
+        stream for the process that takes the session over.  Survives Redis restarts."""
         log, session = self.log, self.session
         done_key = log.key(self.id, "cmd_done")
         after: str | None = None
@@ -616,16 +771,7 @@ class _Replica:
                         await log.client.set(done_key, ident)
                         after = ident.decode() if isinstance(ident, bytes) else str(ident)
                         attempt = 0
-                        try:
-                            command = wire.parse_command(entry.field_values[b"c"].decode())
-                            await wire.apply_command(session, command)
-                        except (
-                            SessionStateError,
-                            ValueError,
-                            TypeError,
-                            trio.ClosedResourceError,  # (closing began meanwhile)
-                        ) as exc:
-                            logger.info("session %r: command %s refused: %s", self.id, after, exc)
+                        await self._apply(after, entry.field_values)
 
                 await log.tail(log.key(self.id, "cmd"), after, apply)
             except Exception as exc:
@@ -633,6 +779,58 @@ class _Replica:
                     raise
                 await trio.sleep(_backoff(attempt))
                 attempt += 1
+
+    async def _apply(self, ident: str, fields: Mapping[bytes, bytes]) -> None:
+        """Apply one forwarded command (already recorded as taken) and send its
+        verdict to the process waiting for it (field ``r``: the reply nonce)."""
+        nonce = fields[b"r"].decode() if b"r" in fields else None
+        try:
+            command = wire.parse_command(fields.get(b"c", b"").decode())
+            await wire.apply_command(self.session, command)
+        except SessionStateError as exc:
+            verdict, message = "bad_state", str(exc)
+        except (ValueError, TypeError) as exc:  # (a wire.CommandError is a ValueError)
+            verdict, message = "bad_command", str(exc)
+        except trio.ClosedResourceError:  # closing began here: nothing was applied
+            verdict = "closing"
+            message = (
+                f"session {self.id!r} is closing on its owner ({self.log.node}): "
+                "the command was not applied"
+            )
+        except trio.Cancelled:
+            # This process stops serving the session (closing, lease lost) during the
+            # command (a ``cancel`` waiting for ``done``, say): say so, then go.
+            await self._reply(
+                nonce,
+                "closing",
+                f"session {self.id!r} stopped being served by its owner ({self.log.node}) "
+                "while it applied the command, which may have taken effect",
+            )
+            raise
+        else:
+            verdict, message = "accepted", ""
+        if verdict != "accepted":
+            logger.info("session %r: command %s refused (%s): %s", self.id, ident, verdict, message)
+        await self._reply(nonce, verdict, message)
+
+    async def _reply(self, nonce: str | None, verdict: str, message: str) -> None:
+        """Send a verdict (shielded, bounded by :data:`REPLY_SEND_TIMEOUT`); a verdict
+        Redis fails to take is logged, and its forwarder times out."""
+        if nonce is None:  # (the sender waits for no verdict)
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + REPLY_SEND_TIMEOUT
+            try:
+                await self.log.reply(self.id, nonce, verdict, message)
+            except (RedisError, OSError) as exc:
+                logger.warning("session %r: can't send a verdict (%s): %s", self.id, verdict, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "session %r: can't send a verdict (%s) within %gs (REPLY_SEND_TIMEOUT)",
+                self.id,
+                verdict,
+                REPLY_SEND_TIMEOUT,
+            )
 
     async def _recover(self) -> None:
         """The previous owner died: close what it left in flight."""
@@ -696,8 +894,10 @@ class _Replica:
         try:
             if session.state.running:
                 await session.interrupt("hard", reason=f"redis unavailable: {exc}")
-        except Exception:
-            pass  # not running any more, or a hard interrupt is pending already
+        except (SessionStateError, trio.ClosedResourceError) as why:
+            # Not running any more, a hard interrupt or a cancel is pending already,
+            # or the session is closing: nothing to pause.
+            logger.info("session %r: no interrupt for the outage: %s", self.id, why)
         s = session.state
         try:
             await session.bus.publish(
@@ -758,9 +958,12 @@ async def open_redis_log(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     node: str | None = None,
+    reply_timeout: float | None = None,
 ) -> AsyncIterator[RedisLog]:
     """``async with open_redis_log("redis://127.0.0.1:6379/0") as log:`` — then
-    ``open_runtime(log=log)``.  Owns the shared connection pool (closed on exit)."""
+    ``open_runtime(log=log)``.  Owns the shared connection pool (closed on exit).
+    ``reply_timeout``: seconds a command forwarded to another process waits for its
+    verdict (default: :data:`COMMAND_REPLY_TIMEOUT` or twice ``lease_ttl``)."""
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         url,
         max_connections=max_connections,
@@ -777,4 +980,5 @@ async def open_redis_log(
             block=block,
             max_connections=max_connections,
             node=node,
+            reply_timeout=reply_timeout,
         )

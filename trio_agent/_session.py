@@ -167,8 +167,10 @@ class Session:
         # What clients subscribe to.  In memory, the bus itself; with a shared log
         # (``open_runtime(log=...)``) a bus holding only events the log made durable.
         self.view: EventBus = bus
-        # Set on a replica of a session owned by another process: commands go there.
+        # Set on a replica of a session owned by another process: commands go there,
+        # unjudged, and the owner's verdict comes back (see docs/redis.md).
         self._forward: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+        self._owned = trio.Event()  # this process runs the agent loop (or never will)
         self._commands = trio.Lock()  # commands are checked and applied one at a time
         self._wake = trio.Event()  # the loop waits on this for a run, resume or cancel
         self._run_ended = trio.Event()
@@ -221,6 +223,22 @@ class Session:
 
     def publish_nowait(self, event: ev.Event) -> ev.Event:
         return self.bus.publish_nowait(event)
+
+    @property
+    def is_replica(self) -> bool:
+        """Another process owns this session (a shared log, ``open_runtime(log=...)``):
+        this process shows its events and forwards its commands to the owner, which
+        decides them against the true state (see docs/redis.md).  False in memory and
+        on the owner; a replica stops being one when it takes the session over."""
+        return self._forward is not None
+
+    async def wait_owned(self) -> None:
+        """Return once this process owns the session and runs its agent loop: at once
+        in memory or on the owner; on a replica, once it took the session over (its
+        owner died or closed it, see docs/redis.md).  Raises
+        ``trio.ClosedResourceError`` if the session is closed first."""
+        await self._owned.wait()
+        self._check_open()
 
     @property
     def closed(self) -> bool:
@@ -288,7 +306,12 @@ class Session:
     async def send(self, text: str) -> None:
         """A user message: starts a run when none is going; steers a running one (the
         text enters the model's input at the next step boundary); resumes an
-        interrupted one with it.  Returns once the ``user_input`` event is published."""
+        interrupted one with it.  Returns once the ``user_input`` event is published.
+
+        On a replica (:attr:`is_replica`) this and every other command is forwarded,
+        unjudged, to the owner, which decides it; the call returns once the owner
+        applied it, or raises what the owner raised (``SessionStateError`` with its
+        message), or ``SessionLogError`` if no verdict came (see docs/redis.md)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         self._check_open()
@@ -380,7 +403,7 @@ class Session:
 
     async def cancel(self) -> None:
         """End the run (running or interrupted) with ``done`` ``cancelled``; returns
-        once ``done`` is published (on a replica: once the owner has it)."""
+        once ``done`` is published (on a replica: once the owner published it)."""
         self._check_open()
         if self._forward is not None:
             return await self._forward("cancel", {})
@@ -409,6 +432,7 @@ class Session:
 
     async def _serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        self._owned.set()
         try:
             while True:
                 # (interrupted with a cancel pending: a session recovered from a shared
@@ -919,6 +943,7 @@ class Runtime:
         finally:
             self._forget(session)
             session._stopped.set()
+            session._owned.set()  # (wakes wait_owned, which sees the session closed)
             if not session._ready.is_set():
                 session._ready.set()  # (releases other callers waiting in open_session)
                 if session._scope.cancelled_caught:  # closed before it had started:

@@ -12,6 +12,7 @@ Needs the ``redis`` extra (``pip install 'trio-agent[redis]'``, which pins cored
 """
 
 from ._redis import (
+    COMMAND_REPLY_TIMEOUT,
     DEFAULT_BLOCK,
     DEFAULT_LEASE_TTL,
     DEFAULT_MAX_CONNECTIONS,
@@ -25,6 +26,7 @@ from ._redis import (
 )
 
 __all__ = [
+    "COMMAND_REPLY_TIMEOUT",
     "DEFAULT_BLOCK",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_CONNECTIONS",
