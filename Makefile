@@ -31,8 +31,8 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check trio_agent tests benchmarks
-	$(BIN)/ruff format --check trio_agent tests benchmarks
+	$(BIN)/ruff check trio_agent tests
+	$(BIN)/ruff format --check trio_agent tests
 
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy

@@ -1,8 +1,8 @@
 """Sessions on Redis Streams (``trio_agent._redis``), against a real ``redis-server``.
 
-The server is started by :mod:`tests.redis_server` on a free loopback port with a
-temporary directory and AOF on; with ``CI=true`` a missing ``redis-server`` fails the
-module instead of skipping it.  Time is real here (Redis is a real process), so every
+The server is started by :mod:`trio_agent.bench._redis_server` on a free loopback port
+with a temporary directory and AOF on; with ``CI=true`` a missing ``redis-server`` fails
+the module instead of skipping it.  Time is real here (Redis is a real process), so every
 wait is bounded by ``fail_after``.
 """
 
@@ -24,13 +24,13 @@ import trio
 import trio.testing
 import trio_websocket
 from conftest import IN_CI
-from redis_server import RedisServer, RedisServerMissing
 
 import trio_agent
 import trio_agent.redis
 from trio_agent import events as ev
 from trio_agent._redis import RedisLog, _decode, _seq_of, open_redis_log
 from trio_agent._session import Runtime, Session
+from trio_agent.bench._redis_server import RedisServer, RedisServerMissing
 from trio_agent.redis import RedisLogError
 from trio_agent.testing import ScriptBuilder, check_invariants
 

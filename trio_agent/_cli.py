@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_command(args)
     if args.command == "bench":
-        from ._bench import main as bench_main
+        from .bench import main as bench_main
 
         bench_argv = ["--out", args.out]
         if args.quick:

@@ -9,7 +9,9 @@ afterwards.
 
 A missing ``redis-server`` raises :class:`RedisServerMissing`: the test fixture turns
 that into a skip outside CI and into a failure with ``CI=true`` (nothing may skip
-there).  ``python -m tests.redis_server`` runs one until Ctrl-C (for manual runs).
+there).  ``python -m trio_agent.bench._redis_server`` runs one until Ctrl-C (for manual
+runs).  It lives in the package because the ``redis`` benchmark, which ships with it,
+starts one; ``tests/test_redis.py`` uses it too.
 """
 
 from __future__ import annotations

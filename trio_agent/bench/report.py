@@ -1,46 +1,24 @@
-"""``trio-agent bench``: run the benchmark suite and write a report with plots.
+"""The report of ``trio-agent bench``: the machine, ``results.md``, the plots, the summary.
 
-``trio-agent bench [--quick] [--only NAME ...] [--out DIR]`` imports the benchmark
-modules listed in ``benchmarks.BENCHMARKS`` (the ``benchmarks`` package at the root of
-the repository: run the command from a checkout), runs them with a progress bar, and
-writes to ``DIR`` (default ``bench-results``):
-
-- ``results.json`` — the machine (CPU, cores, OS), Python and the versions of the
-  libraries that matter, then every figure with its samples (min/median/max), its
-  baselines, ratios and targets;
-- ``results.md`` — one table per benchmark: figure, ours, each baseline, ratios, targets;
-- PNG plots (matplotlib, Agg): throughput against the baselines, latency percentiles,
-  memory over time under a stalled subscriber, the per-event cost breakdown.
-
-Each benchmark module has ``NAME``, ``TITLE``, optionally ``REQUIRES`` (optional
-distributions it needs: missing → the benchmark is skipped with a message) and
-``run(quick, progress) -> list[Figure]``.  A new benchmark is a new module plus its
-name in ``benchmarks.BENCHMARKS``.  Exit status: 0 when every selected benchmark ran or
-was skipped for a missing optional dependency, 1 when one failed, 2 for bad usage.
-No thresholds are asserted: a missed target is reported, not an error.
+``machine()`` describes where the figures were measured (CPU, cores, OS, Python and the
+versions of the libraries that matter); ``render_markdown(results)`` writes one table
+per benchmark and kind of figure; ``plot(results, out)`` writes the PNG plots
+(matplotlib with the Agg backend: it raises ``ImportError`` without matplotlib, which
+the runner reports as skipped plots); ``summary(console, results)`` prints the table at
+the end of a run.  ``results`` is the JSON document the runner builds (see
+:mod:`trio_agent.bench.runner`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import importlib.metadata
-import importlib.util
-import json
 import os
 import platform
-import sys
-import time
-import traceback
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
-__all__ = ["main"]
+__all__ = ["Json", "fmt", "machine", "plot", "render_markdown", "summary"]
 
-DEFAULT_OUT: Final = "bench-results"
 VERSIONED: Final = (
     "trio",
     "attrs",
@@ -48,80 +26,13 @@ VERSIONED: Final = (
     "langgraph",
     "websockets",
     "matplotlib",
+    "coredis",
     "rich",
     "trio-agent",
 )
 """Distributions whose versions go into ``results.json``."""
 
-INSTALL_HINT: Final = "pip install 'trio-agent[bench]'"
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-
 Json = dict[str, Any]
-
-
-# ---- finding the benchmarks -------------------------------------------------------------
-
-
-class BenchSetupError(Exception):
-    """The suite can't run at all (the message says why and what to do)."""
-
-
-def _import_suite() -> ModuleType:
-    """The ``benchmarks`` package, from the current directory or the checkout this
-    module lives in."""
-    try:
-        return importlib.import_module("benchmarks")
-    except ImportError:
-        pass
-    for root in (Path.cwd(), REPO_ROOT):
-        if (root / "benchmarks" / "__init__.py").is_file() and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-    try:
-        return importlib.import_module("benchmarks")
-    except ImportError as exc:
-        raise BenchSetupError(
-            "can't find the benchmark suite (the 'benchmarks' package at the root of the "
-            f"trio-agent repository): {exc}. Run 'trio-agent bench' from a checkout of "
-            "the repository."
-        ) from None
-
-
-def _missing(module_names: Sequence[str]) -> list[str]:
-    return [m for m in module_names if importlib.util.find_spec(m) is None]
-
-
-class Bench:
-    """One benchmark module as the runner sees it."""
-
-    def __init__(
-        self, name: str, module: ModuleType | None, problem: str | None, skipped: bool
-    ) -> None:
-        self.name = name
-        self.module = module
-        self.problem = problem  # why it can't run
-        self.skipped = skipped  # True: a missing optional dependency, not a failure
-
-    @property
-    def title(self) -> str:
-        return str(getattr(self.module, "TITLE", self.name))
-
-
-def _load(name: str) -> Bench:
-    try:
-        module = importlib.import_module(f"benchmarks.{name}")
-    except ImportError as exc:
-        missing = exc.name or ""
-        optional = missing.split(".")[0] in {"langgraph", "websockets", "coredis", "redis"}
-        what = (
-            f"missing optional dependency {missing!r} ({INSTALL_HINT})"
-            if optional
-            else (f"can't import benchmarks.{name}: {exc}")
-        )
-        return Bench(name, None, what, skipped=optional)
-    needs = _missing(tuple(getattr(module, "REQUIRES", ())))
-    if needs:
-        return Bench(name, module, f"needs {', '.join(needs)} ({INSTALL_HINT})", skipped=True)
-    return Bench(name, module, None, skipped=False)
 
 
 # ---- the machine -------------------------------------------------------------------
@@ -363,127 +274,11 @@ def _latency_panel(ax: Any, bench: str, group: list[Json]) -> None:
     ax.legend(fontsize=8)
 
 
-# ---- running -----------------------------------------------------------------------
+# ---- the summary at the end of a run ------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trio-agent bench",
-        description="Run the benchmark suite (ours and the baselines, in the same run).",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer events and runs (smoke)")
-    parser.add_argument(
-        "--only", nargs="+", metavar="NAME", default=None, help="run only these benchmarks"
-    )
-    parser.add_argument(
-        "--out",
-        default=DEFAULT_OUT,
-        metavar="DIR",
-        help=f"where to write the report (default: {DEFAULT_OUT})",
-    )
-    return parser
-
-
-def _run_one(bench: Bench, quick: bool, progress: Callable[[str], None]) -> Json:
-    entry: Json = {"name": bench.name, "title": bench.title, "figures": [], "seconds": 0.0}
-    if bench.problem is not None:
-        entry.update(status="skipped" if bench.skipped else "failed", message=bench.problem)
-        return entry
-    assert bench.module is not None
-    t0 = time.perf_counter()
-    try:
-        figures = bench.module.run(quick, progress)
-    except Exception as exc:
-        entry.update(
-            status="failed",
-            message=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-        )
-    else:
-        entry.update(status="ok", message="", figures=[f.to_dict() for f in figures])
-    entry["seconds"] = time.perf_counter() - t0
-    return entry
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    try:
-        suite = _import_suite()
-    except BenchSetupError as exc:
-        console.print(f"[red]trio-agent bench:[/] {exc}")
-        return 2
-    available: tuple[str, ...] = tuple(getattr(suite, "BENCHMARKS", ()))
-    names = list(args.only) if args.only else list(available)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        console.print(
-            f"[red]trio-agent bench:[/] unknown benchmark(s) {', '.join(unknown)}; "
-            f"available: {', '.join(available)}"
-        )
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    benches = [_load(n) for n in names]
-    command = (
-        "trio-agent bench"
-        + (" --quick" if args.quick else "")
-        + (f" --only {' '.join(args.only)}" if args.only else "")
-    )
-    results: Json = {
-        "command": command,
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "machine": machine(),
-        "benchmarks": [],
-    }
-    with Progress(
-        TextColumn("[bold]{task.fields[bench]:<10}"),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("", total=len(benches), bench="")
-        for bench in benches:
-            bar.update(task, bench=bench.name, description=bench.title)
-
-            def progress(what: str, name: str = bench.name) -> None:
-                bar.update(task, description=what)
-                if os.environ.get("BENCH_VERBOSE"):
-                    bar.console.log(f"{name}: {what}")
-
-            entry = _run_one(bench, args.quick, progress)
-            results["benchmarks"].append(entry)
-            if entry["status"] == "ok":
-                bar.console.print(f"[green]✓[/] {bench.name} ({entry['seconds']:.1f} s)")
-            elif entry["status"] == "skipped":
-                bar.console.print(f"[yellow]skipped[/] {bench.name}: {entry['message']}")
-            else:
-                bar.console.print(f"[red]failed[/] {bench.name}: {entry['message']}")
-                if "traceback" in entry:
-                    bar.console.print(entry["traceback"], markup=False, highlight=False)
-            bar.advance(task)
-
-    try:
-        results["plots"] = plot(results, out)
-    except ImportError:
-        results["plots"] = []
-        console.print(f"[yellow]plots skipped:[/] matplotlib is not installed ({INSTALL_HINT})")
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(render_markdown(results))
-    _summary(console, results)
-    console.print(
-        f"report: {out / 'results.md'}, {out / 'results.json'}"
-        + "".join(f", {out / p}" for p in results["plots"])
-    )
-    return 1 if any(b["status"] == "failed" for b in results["benchmarks"]) else 0
-
-
-def _summary(console: Any, results: Json) -> None:
+def summary(console: Any, results: Json) -> None:
+    """Print one row per figure (costs left out) to ``console`` (a ``rich`` console)."""
     from rich.table import Table
 
     table = Table(title="trio-agent bench", show_lines=False)
@@ -500,7 +295,3 @@ def _summary(console: Any, results: Json) -> None:
                 "\n".join(f"{_verdict(t['met'])} {t['label']}" for t in f["targets"]),
             )
     console.print(table)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

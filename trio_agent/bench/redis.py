@@ -1,7 +1,8 @@
 """``redis``: the session log on Redis Streams, to a tail in another process.
 
 Ours: a session of a runtime with ``log=open_redis_log(...)`` (a real ``redis-server``
-on loopback, AOF on with ``appendfsync everysec``, started by ``tests/redis_server.py``);
+on loopback, AOF on with ``appendfsync everysec``, started by
+:mod:`trio_agent.bench._redis_server`; the log needs ``coredis``, the ``redis`` extra);
 token events are published with the agent loop's pattern (``publish_nowait``, falling
 back to ``await publish``); the relay appends them in batches (one Lua script call per
 batch, ``XADD MAXLEN ~``); a child process tails the stream (``XREAD BLOCK`` on its own
@@ -13,7 +14,7 @@ for every process on Linux); the child takes the difference on arrival: publish 
 durable on Redis → read by another process.  Baseline: publish → receive in-process on
 the in-memory bus.
 
-``python -m benchmarks.redis`` runs it alone and prints the figures.
+``python -m trio_agent.bench.redis`` runs it alone and prints the figures.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Final
 
 import trio
@@ -30,11 +30,24 @@ import trio
 from trio_agent import events as ev
 from trio_agent._bus import EventBus, EventLog
 
-from ._common import Figure, Progress, Stat, Target, percentile, runs_for
+from ._common import (
+    CHILD_CWD,
+    Figure,
+    Progress,
+    Stat,
+    Target,
+    child_command,
+    percentile,
+    runs_for,
+)
+from ._redis_server import RedisServer
 
 NAME: Final = "redis"
 TITLE: Final = "Session log on Redis Streams, to a tail in another process"
-REQUIRES: Final = ("coredis",)
+REQUIRES: Final = {"coredis": "redis"}
+"""Modules this benchmark imports beyond the base install → the extra installing them."""
+PROGRAMS: Final = {"redis-server": "apt-get install redis-server"}
+"""Programs it runs → how to install them."""
 
 EVENTS: Final = 100_000
 QUICK_EVENTS: Final = 10_000
@@ -45,12 +58,7 @@ QUICK_LATENCY_EVENTS: Final = 300
 BASELINE: Final = "in-memory bus"
 
 
-def _redis_server() -> Any:
-    root = Path(__file__).resolve().parent.parent
-    if str(root / "tests") not in sys.path:
-        sys.path.insert(0, str(root / "tests"))
-    from redis_server import RedisServer  # tests/redis_server.py
-
+def _redis_server() -> RedisServer:
     return RedisServer(appendfsync="everysec")
 
 
@@ -82,19 +90,9 @@ async def _tail_main(url: str, prefix: str, session: str, after: int, last: int)
 class _Child:
     def __init__(self, url: str, prefix: str, session: str, after: int, last: int) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.redis",
-                "--tail",
-                url,
-                prefix,
-                session,
-                str(after),
-                str(last),
-            ],
+            child_command("redis", "--tail", url, prefix, session, str(after), str(last)),
             stdout=subprocess.PIPE,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=CHILD_CWD,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

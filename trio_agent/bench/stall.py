@@ -25,16 +25,14 @@ from __future__ import annotations
 import gc
 import json
 import math
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Final
 
 import trio
 
-from ._common import Figure, Progress, Stat, Target, runs_for
+from ._common import CHILD_CWD, Figure, Progress, Stat, Target, child_command, runs_for
 
 NAME: Final = "stall"
 TITLE: Final = "Memory under a stalled subscriber"
@@ -54,7 +52,6 @@ LABELS: Final = {
     "no_subscriber": "ours, no subscriber (log + reducer only)",
     "unbounded": "unbounded trio channel (math.inf)",
 }
-ROOT: Final = Path(__file__).resolve().parent.parent
 
 
 # ---- the child process ----------------------------------------------------------------
@@ -154,12 +151,9 @@ def _child_main(argv: list[str]) -> int:
 
 def run_child(variant: str, n: int) -> dict[str, Any]:
     """:func:`measure` in a fresh interpreter (the same one running us)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.stall", variant, str(n)],
-        cwd=ROOT,
-        env=env,
+        child_command("stall", variant, str(n)),
+        cwd=CHILD_CWD,
         capture_output=True,
         text=True,
         timeout=600,

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 __all__ = [
+    "CHILD_CWD",
     "Figure",
     "Kind",
     "Progress",
     "Stat",
     "Target",
+    "child_command",
     "compare",
+    "install_hint",
     "percentile",
     "repeat",
     "runs_for",
@@ -38,6 +43,25 @@ QUICK_RUNS: Final = 3
 
 Progress = Callable[[str], None]
 """Called by a benchmark with a short description of what it is about to measure."""
+
+
+CHILD_CWD: Final = Path(__file__).resolve().parents[2]
+"""The directory holding the ``trio_agent`` package these modules belong to: the
+working directory of the child processes some benchmarks start, so that ``python -m
+trio_agent.bench.<name>`` (which puts its working directory first on ``sys.path``)
+imports this very package — the installed one, or the checkout's — and not whatever
+``trio_agent`` the user's current directory holds."""
+
+
+def child_command(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m trio_agent.bench.<module> ARGS...`` with the
+    interpreter running us; start it with ``cwd=CHILD_CWD``."""
+    return [sys.executable, "-m", f"{__package__}.{module}", *args]
+
+
+def install_hint(extra: str) -> str:
+    """What to run to install one of trio-agent's extras."""
+    return f"pip install 'trio-agent[{extra}]'"
 
 
 def runs_for(quick: bool) -> int:

@@ -31,7 +31,7 @@ from trio_agent._bus import DEFAULT_CAPACITY, EventBus, EventLog, Subscription, 
 from trio_agent._reduce import reduce
 
 from . import baselines
-from ._common import Figure, Progress, Stat, Target, compare, repeat, runs_for
+from ._common import Figure, Progress, Stat, Target, compare, install_hint, repeat, runs_for
 
 NAME: Final = "bus"
 TITLE: Final = "Event bus throughput (token_stream events)"
@@ -337,7 +337,8 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
                 f"{baselines.LANGGRAPH_YIELD_EVERY} tokens), consumed by one "
                 'async for over graph.astream(..., stream_mode="custom").'
                 if LANGGRAPH in one
-                else " LangGraph not installed: its baseline was skipped."
+                else " LangGraph not installed: its baseline was skipped "
+                f"({install_hint('bench')})."
             ),
         ),
         Figure(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import subprocess
 import sys
 import time
@@ -35,14 +34,22 @@ import tracemalloc
 from array import array
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 import trio
 import trio.testing
 
 from . import baselines
-from ._common import Figure, Progress, Stat, Target, percentile, runs_for
+from ._common import (
+    CHILD_CWD,
+    Figure,
+    Progress,
+    Stat,
+    Target,
+    child_command,
+    percentile,
+    runs_for,
+)
 from .bus import WORDS, make_token
 
 NAME: Final = "sessions"
@@ -62,7 +69,6 @@ IDLE_RUNS: Final = 3
 """Child processes per idle-memory variant (the traced heap barely varies)."""
 TARGET_TOKENS_PER_S: Final = 100_000.0
 TARGET_IDLE_KIB: Final = 20.0
-ROOT: Final = Path(__file__).resolve().parent.parent
 TIMEOUT: Final = 600.0
 
 NAIVE_TRIO: Final = "naive trio channel(1024) per session"
@@ -261,13 +267,10 @@ def _measure(trace: bool) -> float:
 
 
 def _idle_child(variant: str, n: int, trace: bool) -> float:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sessions", "idle", variant, str(n), str(int(trace))],
+        child_command("sessions", "idle", variant, str(n), str(int(trace))),
         capture_output=True,
-        env=env,
-        cwd=ROOT,
+        cwd=CHILD_CWD,
         timeout=TIMEOUT,
         check=False,
     )
@@ -448,7 +451,10 @@ def main(argv: list[str]) -> int:
         for figure in run(quick=bool(argv), progress=lambda what: print(what, file=sys.stderr)):
             print(json.dumps(figure.to_dict(), indent=1))
         return 0
-    print("usage: python -m benchmarks.sessions [--quick] | idle VARIANT N TRACE", file=sys.stderr)
+    print(
+        "usage: python -m trio_agent.bench.sessions [--quick] | idle VARIANT N TRACE",
+        file=sys.stderr,
+    )
     return 2
 
 

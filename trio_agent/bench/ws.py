@@ -15,29 +15,37 @@
   client's decoding.  Target: p99 at most 2 ms.  The baseline server, sending each
   token the moment it is made, is measured the same way for comparison.
 
-The client is this module run as ``python -m benchmarks.ws client URL MODE N``.
+The client is this module run as ``python -m trio_agent.bench.ws client URL MODE N``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any, Final
 
 import orjson
 import trio
 
-from ._common import Figure, Progress, Stat, Target, percentile, runs_for
+from ._common import (
+    CHILD_CWD,
+    Figure,
+    Progress,
+    Stat,
+    Target,
+    child_command,
+    percentile,
+    runs_for,
+)
 
 NAME: Final = "ws"
 TITLE: Final = "WebSocket transport: tokens/s and added latency"
-REQUIRES: Final = ("websockets",)
+REQUIRES: Final = {"websockets": "bench"}
+"""Modules this benchmark imports beyond the base install → the extra installing them."""
 
 TOKENS: Final = 100_000
 QUICK_TOKENS: Final = 20_000
@@ -46,7 +54,6 @@ RATE: Final = 100.0
 LATENCY_TOKENS: Final = 1_000
 QUICK_LATENCY_TOKENS: Final = 300
 BASELINE: Final = "websockets (asyncio), one message per token"
-ROOT: Final = Path(__file__).resolve().parent.parent
 TIMEOUT: Final = 300.0
 
 
@@ -113,13 +120,7 @@ async def _client(url: str, mode: str, n: int) -> dict[str, Any]:
 
 
 def _client_command(url: str, mode: str, n: int) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.ws", "client", url, mode, str(n)]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
+    return child_command("ws", "client", url, mode, str(n))
 
 
 def _result(stdout: bytes, what: str) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def run_ours(n: int, delay: float) -> dict[str, Any]:
             url = f"ws://127.0.0.1:{port}/sessions/bench"
             with trio.fail_after(TIMEOUT):
                 proc = await trio.run_process(
-                    _client_command(url, "ours", n), capture_stdout=True, env=_env(), cwd=ROOT
+                    _client_command(url, "ours", n), capture_stdout=True, cwd=CHILD_CWD
                 )
             nursery.cancel_scope.cancel()
         return _result(proc.stdout, "ours")
@@ -184,8 +185,7 @@ def run_baseline(n: int, delay: float) -> dict[str, Any]:
             proc = await asyncio.create_subprocess_exec(
                 *_client_command(url, "baseline", n),
                 stdout=subprocess.PIPE,
-                env=_env(),
-                cwd=ROOT,
+                cwd=CHILD_CWD,
             )
             stdout, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
             if proc.returncode != 0:
@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
                 json.dumps({k: v for k, v in figure.to_dict().items() if k != "series"}, indent=1)
             )
         return 0
-    print("usage: python -m benchmarks.ws [--quick] | client URL MODE N", file=sys.stderr)
+    print("usage: python -m trio_agent.bench.ws [--quick] | client URL MODE N", file=sys.stderr)
     return 2
 
 
