@@ -31,6 +31,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "ws",
     "sessions",
     "replay",
+    "assembler",
     "redis",
 )
 """Module names, in the order ``trio-agent bench`` runs them."""
