@@ -8,7 +8,8 @@ The public surface (DESIGN §4)::
             await session.send("what is 2+2?")
             async for event in events: ...
 
-Submodules: :mod:`trio_agent.events` (event types and the wire codec),
+Submodules: :mod:`trio_agent.errors` (every exception, Closed vs Broken),
+:mod:`trio_agent.events` (event types and the wire codec),
 :mod:`trio_agent.models` (the model protocol and providers), :mod:`trio_agent.testing`
 (helpers for testing agents).
 """
@@ -22,12 +23,10 @@ from ._bus import (
     BusStatistics,
     EventBus,
     EventLog,
-    LogTrimmed,
-    SubscriberEvicted,
     SubscriberStatistics,
     Subscription,
 )
-from ._reduce import ReduceError, State, Text, ToolCallState, initial_state, reduce
+from ._reduce import State, Text, ToolCallState, initial_state, reduce
 from ._server import AgentServer, ServerLimits, serve_websocket
 from ._session import (
     DEFAULT_MAX_SESSIONS,
@@ -36,12 +35,22 @@ from ._session import (
     DEFAULT_TOOL_TIMEOUT,
     Runtime,
     Session,
-    SessionLimitError,
-    SessionStateError,
     open_runtime,
 )
 from ._tools import Tool, ToolOutcome, ToolRegistry, calculator, sleep, tool
-from .events import Event, ProtocolError
+from .errors import (
+    LogTrimmed,
+    ModelError,
+    ProtocolError,
+    ReduceError,
+    SessionClosed,
+    SessionLimitError,
+    SessionLogError,
+    SessionStateError,
+    SubscriberEvicted,
+    TrioAgentError,
+)
+from .events import Event
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -59,12 +68,15 @@ __all__ = [
     "EventBus",
     "EventLog",
     "LogTrimmed",
+    "ModelError",
     "ProtocolError",
     "ReduceError",
     "Runtime",
     "ServerLimits",
     "Session",
+    "SessionClosed",
     "SessionLimitError",
+    "SessionLogError",
     "SessionStateError",
     "State",
     "SubscriberEvicted",
@@ -75,6 +87,7 @@ __all__ = [
     "ToolCallState",
     "ToolOutcome",
     "ToolRegistry",
+    "TrioAgentError",
     "calculator",
     "initial_state",
     "open_runtime",

@@ -41,6 +41,7 @@ import attrs
 import orjson
 
 from ._reduce import Text
+from .errors import AssemblerError
 from .models._base import ToolCallChunk, ToolCallEnd
 
 __all__ = [
@@ -69,12 +70,6 @@ MAX_CALLS: Final = 256
 """The most tool calls one model call may make.  Models make a handful in parallel;
 this bounds the assembler's table (and the tool tasks that follow) against a runaway
 stream."""
-
-
-class AssemblerError(Exception):
-    """An input the assembler cannot accept in its state (a provider or caller bug).
-
-    The assembler is left exactly as it was before the input."""
 
 
 # ---- facts --------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 
 from . import events as ev
 from ._reduce import State, fold_tokens, initial_state, reduce, token_legal
+from .errors import LogTrimmed, SessionClosed, SubscriberEvicted
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -105,28 +106,6 @@ def _size(event: ev.Event) -> int:
     if kind is ev.ToolCallDelta:
         return _EVENT_OVERHEAD + len(event.delta)  # type: ignore[attr-defined]
     return _EVENT_OVERHEAD + len(event.to_wire())
-
-
-class LogTrimmed(Exception):
-    """Events after ``after`` were asked for, but the log no longer holds them all."""
-
-    def __init__(self, after: int, oldest: int) -> None:
-        super().__init__(
-            f"events after seq {after} were trimmed from the log; "
-            f"the oldest seq still held is {oldest}"
-        )
-        self.after = after
-        self.oldest = oldest
-
-
-class SubscriberEvicted(trio.BrokenResourceError):
-    """The bus evicted this subscriber; ``reason`` says why, ``last_seq`` is the last
-    event it received (re-attach with ``after=last_seq`` to replay the rest)."""
-
-    def __init__(self, reason: str, last_seq: int) -> None:
-        super().__init__(f"subscriber evicted: {reason} (last seq received: {last_seq})")
-        self.reason = reason
-        self.last_seq = last_seq
 
 
 class EventLog:
@@ -546,7 +525,7 @@ class EventBus:
         is illegal in the current state, ``trio.ClosedResourceError`` after close.
         """
         if self._closed:
-            raise trio.ClosedResourceError(f"session {self.session!r} is closed")
+            raise SessionClosed(f"session {self.session!r} is closed")
         for sub in self._blocking:  # every lossless subscriber has room, or nothing
             if len(sub._buffer) >= sub.capacity and (sub.types is None or event.type in sub.types):
                 raise trio.WouldBlock
@@ -641,7 +620,7 @@ class EventBus:
     ) -> Subscription:
         """A new subscription; close it when done (or use :meth:`subscribe`)."""
         if self._closed:
-            raise trio.ClosedResourceError(f"session {self.session!r} is closed")
+            raise SessionClosed(f"session {self.session!r} is closed")
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}")
         if policy not in POLICIES:

@@ -77,8 +77,8 @@ from coredis.retry import NoRetryPolicy
 
 from . import _wire as wire
 from . import events as ev
-from ._bus import DEFAULT_LOG_MAX_EVENTS, EventBus, EventLog, LogTrimmed, Subscription
-from ._session import SessionLogError, SessionStateError
+from ._bus import DEFAULT_LOG_MAX_EVENTS, EventBus, EventLog, Subscription
+from .errors import LeaseLost, LogTrimmed, RedisLogError, SessionStateError
 
 if TYPE_CHECKING:
     from ._session import Runtime, Session
@@ -167,14 +167,6 @@ RELAY_STALL_TIMEOUT: Final = math.inf
 """The relay is never evicted: it *is* the session's durability, so dropping it would
 lose events.  It stalls only while Redis is unreachable, and it is bounded by
 :data:`RELAY_CAPACITY` (the agent loop waits)."""
-
-
-class RedisLogError(SessionLogError):
-    """Redis refused or failed an operation on a session log; the message says which."""
-
-
-class LeaseLost(RedisLogError):
-    """This process no longer owns the session (another one took the lease)."""
 
 
 VERDICTS: Final[Mapping[str, Callable[[str], Exception]]] = {

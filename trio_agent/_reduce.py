@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 from . import events as ev
+from .errors import ReduceError
 from .models._base import Message, ReasoningBlock, ToolCallRecord, Usage
 
 __all__ = [
@@ -38,10 +39,6 @@ __all__ = [
 _T = TypeVar("_T", bound=tuple[Any, ...])
 
 STATUSES: Final = ("idle", "thinking", "acting", "interrupted", "done", "error")
-
-
-class ReduceError(RuntimeError):
-    """An event that is illegal in the current state."""
 
 
 _tuple_new = tuple.__new__

@@ -56,8 +56,15 @@ from ._bus import (
     Policy,
     Subscription,
 )
-from ._reduce import ReduceError, State
+from ._reduce import State
 from ._tools import Tool, ToolRegistry, execute_tool
+from .errors import (
+    ReduceError,
+    SessionClosed,
+    SessionLimitError,
+    SessionLogError,
+    SessionStateError,
+)
 from .models._base import (
     Chunk,
     Finish,
@@ -130,19 +137,6 @@ class SessionLog(Protocol):
     async def run_session(
         self, runtime: Runtime, session: Session, *, task_status: trio.TaskStatus[None]
     ) -> None: ...
-
-
-class SessionLogError(RuntimeError):
-    """The shared session log (``open_runtime(log=...)``) failed an operation: a command
-    could not be delivered to the session's owner, say.  The message says which."""
-
-
-class SessionStateError(RuntimeError):
-    """A command that makes no sense in the session's current state (nothing changed)."""
-
-
-class SessionLimitError(RuntimeError):
-    """The runtime holds as many sessions as it may."""
 
 
 def validate_session_id(session_id: object) -> str:
@@ -266,7 +260,7 @@ class Session:
 
     def _check_open(self) -> None:
         if self.closed:
-            raise trio.ClosedResourceError(f"session {self.id!r} is closed")
+            raise SessionClosed(f"session {self.id!r} is closed")
 
     def _refuse(self, command: str, expected: str) -> SessionStateError:
         return SessionStateError(
@@ -899,7 +893,7 @@ class Runtime:
             if not existing.closed:
                 return existing
         if self._closing:
-            raise trio.ClosedResourceError("the runtime is closing")
+            raise SessionClosed("the runtime is closing")
         if len(self._sessions) >= self.max_sessions:
             raise SessionLimitError(
                 f"can't open session {session_id!r}: the runtime already holds "

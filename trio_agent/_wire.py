@@ -19,6 +19,7 @@ import attrs
 import orjson
 
 from . import events as ev
+from .errors import CommandError
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -36,14 +37,6 @@ __all__ = [
     "merge_events",
     "parse_command",
 ]
-
-
-class CommandError(ev.ProtocolError):
-    """A client frame that is not a valid command.  ``code`` is the wire error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @attrs.frozen(slots=True)

@@ -30,6 +30,8 @@ from typing import Any, ClassVar, Final, NoReturn, TypeAlias
 import attrs
 import orjson
 
+from .errors import ProtocolError
+
 __all__ = [
     "EVENT_TYPES",
     "Done",
@@ -55,10 +57,6 @@ __all__ = [
     "from_dict",
     "from_wire",
 ]
-
-
-class ProtocolError(ValueError):
-    """Input that does not follow the event or wire protocol; the message says why."""
 
 
 JSON: TypeAlias = Any

@@ -12,6 +12,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from ..errors import ModelError
+
 __all__ = [
     "Chunk",
     "Finish",
@@ -176,21 +178,6 @@ class Finish:
 
 
 Chunk = TextDelta | ReasoningDelta | ReasoningEnd | ToolCallChunk | ToolCallEnd | Retrying | Finish
-
-
-class ModelError(Exception):
-    """A model call failed for good (after any retries).
-
-    ``code`` is a short machine-readable name (``auth``, ``bad_request``, ``timeout``,
-    ``connection``, ``rate_limited``, ``server_error``, ``protocol``); ``message`` says
-    what happened in words a user can act on.
-    """
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
 
 
 @runtime_checkable
