@@ -1034,6 +1034,41 @@ async def test_paths_and_queries_are_validated(target: str, status: int) -> None
 # ---- shutdown and the command line ------------------------------------------------------
 
 
+async def test_drain_ends_this_servers_clients_and_nothing_else() -> None:
+    """``drain`` closes the server's clients, each after every event published for it,
+    and touches nothing else: the embedding program's own session and its own
+    subscriptions (even to a session the server opened) carry on."""
+    with trio.fail_after(10):
+        async with serving(NAPPING) as s:
+            own = await s.runtime.open_session("own")  # the program's: never handed over
+            async with open_websocket_url(s.url("s1")) as ws:
+                await frame(ws)
+                s1 = s.runtime.sessions["s1"]
+                async with own.subscribe() as own_events, s1.subscribe() as s1_events:
+                    # Published and not yet sent when drain begins: the client gets them.
+                    for i in range(5):
+                        s1.publish_nowait(ev.Error(code="note", message=f"n{i}", retryable=True))
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(s.server.drain, 5)
+                        events, code, reason = await _closed(ws)
+                    assert [(e["seq"], e["message"]) for e in events] == [
+                        (i + 1, f"n{i}") for i in range(5)
+                    ]
+                    assert (code, reason) == (1001, "server shutting down")
+                    assert s.server.statistics().clients == 0
+                    # The program's subscriptions get what is published from now on.
+                    await own.send("still here")
+                    assert (await own_events.receive()).type == "user_input"
+                    await s1.send("and here")
+                    got = [await s1_events.receive() for _ in range(6)]
+                    assert [e.type for e in got] == ["error"] * 5 + ["user_input"]
+                    # A client arriving now is told at once.
+                    async with open_websocket_url(s.url("s1")) as late:
+                        assert await _closed(late) == ([], 1001, "server shutting down")
+            assert s.runtime.get_session("own") is own and not own.closed
+            assert s.runtime.get_session("s1") is s1 and not s1.closed
+
+
 async def test_cancelling_the_server_closes_clients_with_1001_and_leaves_runs_alone() -> None:
     with trio.fail_after(10):
         model = ScriptedModel(NAPPING.build())

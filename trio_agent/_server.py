@@ -297,6 +297,8 @@ class _Client:
         self.close: tuple[int, str] | None = None
         self.gone = False  # the socket is closed or broken: no close frame to send
         self.sending = False  # in send_message: if cancelled now, the stream may be cut
+        self.through: int | None = None  # draining: close 1001 once this seq is sent
+        self.waiting: trio.CancelScope | None = None  # around the pump's wait for events
 
     def end(self, code: int | None = None, reason: str = "", *, gone: bool = False) -> None:
         """End this client: close with ``code`` (unless a close was decided already),
@@ -306,6 +308,14 @@ class _Client:
         elif self.close is None and code is not None:
             self.close = (code, reason)
         self.scope.cancel()
+
+    def drain(self, through: int) -> None:
+        """Close with 1001 once every event up to seq ``through`` has gone out.  A pump
+        waiting for events is woken; one sending a frame finishes it first (a cancel
+        now would cut the frame).  Synchronous, not a checkpoint."""
+        self.through = through
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 _SESSION_PATH: Final = re.compile(r"/sessions/([^/?#]*)")
@@ -397,12 +407,16 @@ class AgentServer:
         self._frames = self._events = self._merged = self._errors = self._http = 0
 
     async def drain(self, timeout: float) -> None:
-        """Stop gracefully: end every session's event stream, so each client gets
-        every event published so far and then close code 1001; wait (at most
-        ``timeout`` seconds) until every client is gone.  Cancel ``serve`` after."""
+        """Stop gracefully: each of this server's clients gets every event published
+        so far for it, then close code 1001 "server shutting down"; a client arriving
+        from now on gets 1001 at once.  Nothing else is touched: the sessions stay
+        open, their runs go on, and their other subscribers (the embedding program's
+        own) keep receiving.  Waits (at most ``timeout`` seconds) until every client is
+        gone.  Cancel ``serve`` after."""
         self._stopping = True
-        for session in self.runtime.sessions.values():
-            session.view.close()
+        for client in self._clients:
+            if client.session is not None:
+                client.drain(client.session.view.log.last_seq)
         with trio.move_on_after(timeout):
             while self._clients:
                 await self._clients_left.park()
@@ -738,6 +752,9 @@ class AgentServer:
 
     async def _serve_client(self, client: _Client, session_id: str, after: int | None) -> None:
         limits = self.limits
+        if self._stopping:  # drain() began: no new client (nor session)
+            client.close = (CLOSE_GOING_AWAY, "server shutting down")
+            return
         if self._reserved >= limits.max_connections:
             await self._refuse_client(
                 client,
@@ -767,6 +784,9 @@ class AgentServer:
                 except trio.ClosedResourceError:
                     client.close = (CLOSE_GOING_AWAY, "server shutting down")
                     return
+            if self._stopping:  # drain() began while the session was being opened
+                client.close = (CLOSE_GOING_AWAY, "server shutting down")
+                return
             client.session = session
             try:
                 sub = session.open_subscription(
@@ -838,10 +858,11 @@ class AgentServer:
                 return
             self._frames += 1
         while True:
+            if client.through is not None and sub.last_seq >= client.through:
+                client.end(CLOSE_GOING_AWAY, "server shutting down")  # drained
+                return
             try:
-                # At most a subscriber's capacity per frame: a replay of a long log
-                # goes out in frames of bounded size.
-                batch = await sub.receive_batch(self.limits.subscriber_capacity)
+                batch = await self._next_batch(client, sub)
             except SubscriberEvicted as exc:
                 message = (
                     f"evicted: {exc.reason}; reconnect with ?after={exc.last_seq} to replay "
@@ -861,12 +882,26 @@ class AgentServer:
                 reason = "server shutting down" if self._stopping else "session closed"
                 client.end(CLOSE_GOING_AWAY, reason)
                 return
+            if batch is None:
+                continue  # woken by drain(): the check above ends the client
             frame, merged = wire.encode_frame(batch)
             if not await self._send(client, frame):
                 return
             self._frames += 1
             self._events += len(batch)
             self._merged += merged
+
+    async def _next_batch(self, client: _Client, sub: Subscription) -> list[ev.Event] | None:
+        """Wait for events and take every one waiting; None if ``drain()`` woke the
+        wait (a cancelled ``receive_batch`` takes nothing, so nothing is lost)."""
+        with trio.CancelScope() as client.waiting:
+            try:
+                # At most a subscriber's capacity per frame: a replay of a long log
+                # goes out in frames of bounded size.
+                return await sub.receive_batch(self.limits.subscriber_capacity)
+            finally:
+                client.waiting = None
+        return None
 
     async def _read_commands(self, client: _Client, session: Session) -> None:
         limits = self.limits
