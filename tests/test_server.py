@@ -45,6 +45,7 @@ from trio_agent._server import (
     IdleSessions,
     ServerLimits,
     add_serve_arguments,
+    limits_from_args,
     serve_command,
     serve_websocket,
 )
@@ -1148,12 +1149,41 @@ async def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path: Path) ->
             assert await proc.wait() == 0
 
 
+async def test_a_limit_flag_of_serve_takes_effect(tmp_path: Path) -> None:
+    script = {"turns": [{"tokens": ["hello"]}]}
+    with trio.fail_after(20):
+        async with serve_process(tmp_path, script, "--max-connections", "1") as (_, port):
+            url = f"ws://127.0.0.1:{port}/sessions/s1"
+            async with open_websocket_url(url) as first:
+                assert (await frame(first))[0]["type"] == "state"
+                async with open_websocket_url(url) as second:
+                    events, code, reason = await _closed(second)
+            message = "the server already has 1 clients (max_connections)"
+            assert [(e["type"], e["code"], e["message"]) for e in events] == [
+                ("error", "max_connections", message)
+            ]
+            assert (code, reason) == (1013, f"max_connections: {message}")
+
+
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="scripted")
     parser.add_argument("--base-url", default=None)
     add_serve_arguments(parser)
     return parser.parse_args(argv)
+
+
+def test_the_limit_flags_make_the_server_limits() -> None:
+    assert limits_from_args(_args()) == ServerLimits()
+    args = _args("--max-connections", "500", "--max-sessions", "5000", "--command-rate", "2.5")
+    assert limits_from_args(args) == ServerLimits(
+        max_connections=500, max_sessions=5000, command_rate=2.5
+    )
+    # Every field has its flag, named after it.
+    flags = {f.name: f"--{f.name.replace('_', '-')}" for f in attrs.fields(ServerLimits)}
+    doubled = {name: 2 * getattr(ServerLimits(), name) for name in flags}  # a valid value for each
+    argv = [part for name, flag in flags.items() for part in (flag, str(doubled[name]))]
+    assert limits_from_args(_args(*argv)) == ServerLimits(**doubled)
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_a_token(

@@ -22,8 +22,11 @@ down in ``docs/protocol.md``.
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import math
@@ -31,9 +34,11 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import time
+import typing
 import urllib.parse
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -70,7 +75,9 @@ __all__ = [
     "AgentServer",
     "ServerLimits",
     "ServerStatistics",
+    "add_limit_arguments",
     "add_serve_arguments",
+    "limits_from_args",
     "serve_command",
     "serve_websocket",
 ]
@@ -1019,6 +1026,98 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     from ._redis_cli import add_redis_arguments
 
     add_redis_arguments(parser)
+    add_limit_arguments(parser)
+
+
+@functools.cache
+def _limit_docs() -> dict[str, str]:
+    """The docstring under each ``ServerLimits`` field, read from the source as
+    documentation tools read it (one text, in one place); empty if the source is not
+    installed."""
+    try:
+        source = textwrap.dedent(inspect.getsource(ServerLimits))
+    except (OSError, TypeError):  # pragma: no cover - an install without sources
+        return {}
+    (cls,) = ast.parse(source).body
+    assert isinstance(cls, ast.ClassDef)
+    docs: dict[str, str] = {}
+    for stmt, following in zip(cls.body, cls.body[1:], strict=False):
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[stmt.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _limit_help(name: str, default: float) -> str:
+    """A flag's help: the first sentence of the field's docstring (in the style of the
+    other options: lower case, no full stop), and the default."""
+    doc = _limit_docs().get(name, f"ServerLimits.{name}")
+    first = re.split(r"(?<=\.) (?=[A-Z(])", doc, maxsplit=1)[0].replace("``", "").rstrip(".")
+    word = first.split(" ", 1)[0]
+    if word[1:].islower():  # (not "WebSocket")
+        first = word.lower() + first[len(word) :]
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return f"{first} (default: {shown})".replace("%", "%%")
+
+
+def _limit_type(name: str, kind: type[int] | type[float]) -> Callable[[str], float]:
+    """The argparse ``type`` of the flag of limit ``name``: the number, checked by
+    ``ServerLimits``' own validators, so that argparse names the flag and exits 2."""
+    expected = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        try:
+            changes: dict[str, Any] = {name: value}
+            attrs.evolve(ServerLimits(), **changes)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag for every ``ServerLimits`` field (``max_connections``:
+    ``--max-connections N``), made from the fields themselves: a new limit gets its
+    flag, with its docstring's first sentence and its default as the help."""
+    group = parser.add_argument_group(
+        "limits",
+        "what the server lets its clients do; a client that hits one is told its name "
+        "(docs/protocol.md)",
+    )
+    defaults = ServerLimits()
+    hints = typing.get_type_hints(ServerLimits)
+    for field in attrs.fields(ServerLimits):
+        kind = hints[field.name]
+        if kind is not int and kind is not float:
+            raise TypeError(f"ServerLimits.{field.name}: no command-line flag for {kind!r}")
+        default = getattr(defaults, field.name)
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_limit_type(field.name, kind),
+            default=default,
+            metavar="SECONDS" if field.name.endswith("_timeout") else "N",
+            help=_limit_help(field.name, default),
+        )
+
+
+def limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    """The ``ServerLimits`` that the flags of :func:`add_limit_arguments` ask for (the
+    default for a field ``args`` lacks)."""
+    given: dict[str, Any] = {
+        f.name: getattr(args, f.name) for f in attrs.fields(ServerLimits) if hasattr(args, f.name)
+    }
+    return attrs.evolve(ServerLimits(), **given)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -1040,6 +1139,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
         return 2
+    limits = limits_from_args(args)
 
     async def main() -> int:
         from ._redis_cli import open_log_from_args
@@ -1048,10 +1148,16 @@ def serve_command(args: argparse.Namespace) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with (
                 open_log_from_args(args) as log,  # --redis URL; None: in memory
-                open_runtime(model=model, tools=DEMO_TOOLS, log=log) as runtime,
+                # The runtime's own cap is --max-sessions too: its default (10,000)
+                # would refuse sessions that a larger --max-sessions allows.
+                open_runtime(
+                    model=model, tools=DEMO_TOOLS, log=log, max_sessions=limits.max_sessions
+                ) as runtime,
                 trio.open_nursery() as nursery,
             ):
-                server = AgentServer(runtime, token=token, allow_origins=args.allow_origins)
+                server = AgentServer(
+                    runtime, token=token, allow_origins=args.allow_origins, limits=limits
+                )
                 try:
                     port = await nursery.start(server.serve, args.host, args.port)
                 except OSError as exc:
