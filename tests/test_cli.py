@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
+from trio_agent._server import ServerLimits
 from trio_agent.testing import ScriptBuilder
 
 pytestmark = pytest.mark.timeout(60)
@@ -94,3 +97,53 @@ def test_demo_shows_the_whole_story() -> None:
     assert "step 2: thinking… (newest user message in its input: 'Also, say hi" in out.replace(
         "\n", ""
     ).replace("  ", " ")
+
+
+def test_serve_help_has_a_flag_for_every_limit() -> None:
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    # Each option's help, whitespace folded (argparse wraps it), by its flag.
+    blocks = re.split(r"\n  (?=--)", result.stdout)[1:]
+    helps = {block.split()[0]: " ".join(block.split()[2:]) for block in blocks}
+    defaults = ServerLimits()
+    for field in attrs.fields(ServerLimits):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in helps, f"serve --help has no {flag} for ServerLimits.{field.name}"
+        default = getattr(defaults, field.name)
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        text, _, end = helps[flag].rpartition(" (default: ")
+        assert end.startswith(f"{shown})"), (flag, helps[flag])
+        assert len(text.split()) >= 5, f"{flag}: no help from the field's docstring"
+    # The help is the first sentence of the field's docstring.
+    assert helps["--max-connections"].startswith(
+        "WebSocket clients at once, over all sessions (default: 256)"
+    )
+    assert helps["--command-burst"].startswith(
+        "the bucket's size: commands one connection may send at once (default: 40)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--max-connections", "0"],
+            "argument --max-connections: ServerLimits.max_connections must be a positive "
+            "number, got 0",
+        ),
+        (
+            ["--stall-timeout", "inf"],
+            "argument --stall-timeout: ServerLimits.stall_timeout must be a positive number, "
+            "got inf",
+        ),
+        (["--max-sessions", "1.5"], "argument --max-sessions: expected an integer, got '1.5'"),
+        (
+            ["--session-idle-timeout", "soon"],
+            "argument --session-idle-timeout: expected a number, got 'soon'",
+        ),
+    ],
+)
+def test_serve_refuses_a_bad_limit_naming_its_flag(argv: list[str], message: str) -> None:
+    result = run_cli("serve", "--port", "0", *argv)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"trio-agent serve: error: {message}"

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
+from trio_agent._server import ServerLimits
+
 README = Path(__file__).resolve().parent.parent / "README.md"
+PROTOCOL = README.parent / "docs" / "protocol.md"
 
 
 @pytest.mark.timeout(60)
@@ -26,3 +30,12 @@ def test_the_embedding_example_runs(tmp_path: Path) -> None:
     assert lines[0] == "1 user_input"
     assert lines[-2].endswith(" done")
     assert lines[-1].startswith("done ")
+
+
+@pytest.mark.parametrize("doc", [README, PROTOCOL], ids=lambda p: p.name)
+def test_every_limit_and_its_flag_are_documented(doc: Path) -> None:
+    text = doc.read_text()
+    for field in attrs.fields(ServerLimits):
+        flag = "--" + field.name.replace("_", "-")
+        assert f"`{field.name}`" in text, f"{doc.name} does not name the limit {field.name}"
+        assert re.search(rf"`{flag} ", text), f"{doc.name} does not give the flag {flag}"

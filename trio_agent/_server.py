@@ -22,8 +22,11 @@ down in ``docs/protocol.md``.
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import math
@@ -31,9 +34,11 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import time
+import typing
 import urllib.parse
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -70,7 +75,9 @@ __all__ = [
     "AgentServer",
     "ServerLimits",
     "ServerStatistics",
+    "add_limit_arguments",
     "add_serve_arguments",
+    "limits_from_args",
     "serve_command",
     "serve_websocket",
 ]
@@ -297,6 +304,8 @@ class _Client:
         self.close: tuple[int, str] | None = None
         self.gone = False  # the socket is closed or broken: no close frame to send
         self.sending = False  # in send_message: if cancelled now, the stream may be cut
+        self.through: int | None = None  # draining: close 1001 once this seq is sent
+        self.waiting: trio.CancelScope | None = None  # around the pump's wait for events
 
     def end(self, code: int | None = None, reason: str = "", *, gone: bool = False) -> None:
         """End this client: close with ``code`` (unless a close was decided already),
@@ -306,6 +315,14 @@ class _Client:
         elif self.close is None and code is not None:
             self.close = (code, reason)
         self.scope.cancel()
+
+    def drain(self, through: int) -> None:
+        """Close with 1001 once every event up to seq ``through`` has gone out.  A pump
+        waiting for events is woken; one sending a frame finishes it first (a cancel
+        now would cut the frame).  Synchronous, not a checkpoint."""
+        self.through = through
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 _SESSION_PATH: Final = re.compile(r"/sessions/([^/?#]*)")
@@ -397,12 +414,16 @@ class AgentServer:
         self._frames = self._events = self._merged = self._errors = self._http = 0
 
     async def drain(self, timeout: float) -> None:
-        """Stop gracefully: end every session's event stream, so each client gets
-        every event published so far and then close code 1001; wait (at most
-        ``timeout`` seconds) until every client is gone.  Cancel ``serve`` after."""
+        """Stop gracefully: each of this server's clients gets every event published
+        so far for it, then close code 1001 "server shutting down"; a client arriving
+        from now on gets 1001 at once.  Nothing else is touched: the sessions stay
+        open, their runs go on, and their other subscribers (the embedding program's
+        own) keep receiving.  Waits (at most ``timeout`` seconds) until every client is
+        gone.  Cancel ``serve`` after."""
         self._stopping = True
-        for session in self.runtime.sessions.values():
-            session.view.close()
+        for client in self._clients:
+            if client.session is not None:
+                client.drain(client.session.view.log.last_seq)
         with trio.move_on_after(timeout):
             while self._clients:
                 await self._clients_left.park()
@@ -738,6 +759,9 @@ class AgentServer:
 
     async def _serve_client(self, client: _Client, session_id: str, after: int | None) -> None:
         limits = self.limits
+        if self._stopping:  # drain() began: no new client (nor session)
+            client.close = (CLOSE_GOING_AWAY, "server shutting down")
+            return
         if self._reserved >= limits.max_connections:
             await self._refuse_client(
                 client,
@@ -767,6 +791,9 @@ class AgentServer:
                 except trio.ClosedResourceError:
                     client.close = (CLOSE_GOING_AWAY, "server shutting down")
                     return
+            if self._stopping:  # drain() began while the session was being opened
+                client.close = (CLOSE_GOING_AWAY, "server shutting down")
+                return
             client.session = session
             try:
                 sub = session.open_subscription(
@@ -838,10 +865,11 @@ class AgentServer:
                 return
             self._frames += 1
         while True:
+            if client.through is not None and sub.last_seq >= client.through:
+                client.end(CLOSE_GOING_AWAY, "server shutting down")  # drained
+                return
             try:
-                # At most a subscriber's capacity per frame: a replay of a long log
-                # goes out in frames of bounded size.
-                batch = await sub.receive_batch(self.limits.subscriber_capacity)
+                batch = await self._next_batch(client, sub)
             except SubscriberEvicted as exc:
                 message = (
                     f"evicted: {exc.reason}; reconnect with ?after={exc.last_seq} to replay "
@@ -861,12 +889,26 @@ class AgentServer:
                 reason = "server shutting down" if self._stopping else "session closed"
                 client.end(CLOSE_GOING_AWAY, reason)
                 return
+            if batch is None:
+                continue  # woken by drain(): the check above ends the client
             frame, merged = wire.encode_frame(batch)
             if not await self._send(client, frame):
                 return
             self._frames += 1
             self._events += len(batch)
             self._merged += merged
+
+    async def _next_batch(self, client: _Client, sub: Subscription) -> list[ev.Event] | None:
+        """Wait for events and take every one waiting; None if ``drain()`` woke the
+        wait (a cancelled ``receive_batch`` takes nothing, so nothing is lost)."""
+        with trio.CancelScope() as client.waiting:
+            try:
+                # At most a subscriber's capacity per frame: a replay of a long log
+                # goes out in frames of bounded size.
+                return await sub.receive_batch(self.limits.subscriber_capacity)
+            finally:
+                client.waiting = None
+        return None
 
     async def _read_commands(self, client: _Client, session: Session) -> None:
         limits = self.limits
@@ -984,6 +1026,98 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     from ._redis_cli import add_redis_arguments
 
     add_redis_arguments(parser)
+    add_limit_arguments(parser)
+
+
+@functools.cache
+def _limit_docs() -> dict[str, str]:
+    """The docstring under each ``ServerLimits`` field, read from the source as
+    documentation tools read it (one text, in one place); empty if the source is not
+    installed."""
+    try:
+        source = textwrap.dedent(inspect.getsource(ServerLimits))
+    except (OSError, TypeError):  # pragma: no cover - an install without sources
+        return {}
+    (cls,) = ast.parse(source).body
+    assert isinstance(cls, ast.ClassDef)
+    docs: dict[str, str] = {}
+    for stmt, following in zip(cls.body, cls.body[1:], strict=False):
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[stmt.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _limit_help(name: str, default: float) -> str:
+    """A flag's help: the first sentence of the field's docstring (in the style of the
+    other options: lower case, no full stop), and the default."""
+    doc = _limit_docs().get(name, f"ServerLimits.{name}")
+    first = re.split(r"(?<=\.) (?=[A-Z(])", doc, maxsplit=1)[0].replace("``", "").rstrip(".")
+    word = first.split(" ", 1)[0]
+    if word[1:].islower():  # (not "WebSocket")
+        first = word.lower() + first[len(word) :]
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return f"{first} (default: {shown})".replace("%", "%%")
+
+
+def _limit_type(name: str, kind: type[int] | type[float]) -> Callable[[str], float]:
+    """The argparse ``type`` of the flag of limit ``name``: the number, checked by
+    ``ServerLimits``' own validators, so that argparse names the flag and exits 2."""
+    expected = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        try:
+            changes: dict[str, Any] = {name: value}
+            attrs.evolve(ServerLimits(), **changes)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag for every ``ServerLimits`` field (``max_connections``:
+    ``--max-connections N``), made from the fields themselves: a new limit gets its
+    flag, with its docstring's first sentence and its default as the help."""
+    group = parser.add_argument_group(
+        "limits",
+        "what the server lets its clients do; a client that hits one is told its name "
+        "(docs/protocol.md)",
+    )
+    defaults = ServerLimits()
+    hints = typing.get_type_hints(ServerLimits)
+    for field in attrs.fields(ServerLimits):
+        kind = hints[field.name]
+        if kind is not int and kind is not float:
+            raise TypeError(f"ServerLimits.{field.name}: no command-line flag for {kind!r}")
+        default = getattr(defaults, field.name)
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_limit_type(field.name, kind),
+            default=default,
+            metavar="SECONDS" if field.name.endswith("_timeout") else "N",
+            help=_limit_help(field.name, default),
+        )
+
+
+def limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    """The ``ServerLimits`` that the flags of :func:`add_limit_arguments` ask for (the
+    default for a field ``args`` lacks)."""
+    given: dict[str, Any] = {
+        f.name: getattr(args, f.name) for f in attrs.fields(ServerLimits) if hasattr(args, f.name)
+    }
+    return attrs.evolve(ServerLimits(), **given)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -1005,6 +1139,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
         return 2
+    limits = limits_from_args(args)
 
     async def main() -> int:
         from ._redis_cli import open_log_from_args
@@ -1013,10 +1148,16 @@ def serve_command(args: argparse.Namespace) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with (
                 open_log_from_args(args) as log,  # --redis URL; None: in memory
-                open_runtime(model=model, tools=DEMO_TOOLS, log=log) as runtime,
+                # The runtime's own cap is --max-sessions too: its default (10,000)
+                # would refuse sessions that a larger --max-sessions allows.
+                open_runtime(
+                    model=model, tools=DEMO_TOOLS, log=log, max_sessions=limits.max_sessions
+                ) as runtime,
                 trio.open_nursery() as nursery,
             ):
-                server = AgentServer(runtime, token=token, allow_origins=args.allow_origins)
+                server = AgentServer(
+                    runtime, token=token, allow_origins=args.allow_origins, limits=limits
+                )
                 try:
                     port = await nursery.start(server.serve, args.host, args.port)
                 except OSError as exc:
