@@ -1201,7 +1201,7 @@ async def cancel_runs(runtime: Runtime, grace: float) -> None:
         async with trio.open_nursery() as nursery:
             for session in list(runtime.sessions.values()):
                 state = session.state
-                if session._forward is not None:
+                if session.is_replica:
                     continue  # a replica: the run belongs to the process that owns it
                 if state.running or state.status == "interrupted":
                     nursery.start_soon(cancel, session)
