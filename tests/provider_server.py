@@ -32,7 +32,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypothesis import strategies as st
 
-from trio_agent.models._base import (
+from trio_agent.models import (
     Chunk,
     Finish,
     ModelError,
@@ -334,7 +334,7 @@ def assembled_calls(chunks: Iterable[Chunk]) -> list[tuple[Any, ...]] | None:
     """The calls ``trio_agent._assembler.ToolCallAssembler`` makes of ``chunks``, as
     ``(call_id, name, arguments, error)``; ``None`` when there is no assembler yet."""
     try:
-        from trio_agent._assembler import CallReady, ToolCallAssembler
+        from trio_agent._core.assembler import CallReady, ToolCallAssembler
     except ImportError:
         return None
     if not hasattr(ToolCallAssembler, "feed"):

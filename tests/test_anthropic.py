@@ -38,7 +38,7 @@ from trio_agent.models import (
     from_spec,
     make_client,
 )
-from trio_agent.models._anthropic import DEFAULT_MAX_TOKENS
+from trio_agent.models.anthropic import DEFAULT_MAX_TOKENS
 from trio_agent.testing import check_invariants
 
 #: Every recording that ends normally, and what a user sees of it.

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_agent._assembler import (
+from trio_agent._core.assembler import (
     MAX_ARGUMENTS_CHARS,
     MAX_CALLS,
     ArgumentsDelta,
@@ -21,7 +21,7 @@ from trio_agent._assembler import (
     Fact,
     ToolCallAssembler,
 )
-from trio_agent.models._base import ToolCallChunk, ToolCallEnd
+from trio_agent.models import ToolCallChunk, ToolCallEnd
 
 Input = ToolCallChunk | ToolCallEnd
 

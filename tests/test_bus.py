@@ -20,18 +20,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 from trio_agent import events as ev
+from trio_agent import initial_state
 from trio_agent._bus import (
     MAX_CAPACITY,
     BusStatistics,
     EventBus,
     EventLog,
-    LogTrimmed,
-    SubscriberEvicted,
     SubscriberStatistics,
     Subscription,
-    _size,
+    event_size,
 )
-from trio_agent._reduce import ReduceError, initial_state, replay
+from trio_agent._core.reduce import replay
+from trio_agent.errors import LogTrimmed, ReduceError, SubscriberEvicted
 
 STALL = 1.0
 
@@ -634,7 +634,7 @@ async def test_log_count_bound_holds_across_compaction() -> None:
         assert (len(log), log.first_seq, log.last_seq) == (10, 2993, 3002)
         assert [e.seq for e in log.replay(after=2992)] == list(range(2993, 3003))
         assert [e.text for e in log.replay(after=3000)] == ["2998", "2999"]
-        assert log.bytes == sum(_size(e) for e in log)
+        assert log.bytes == sum(event_size(e) for e in log)
         stats = bus.statistics()
         assert (stats.log_events, stats.log_bytes, stats.first_seq, stats.last_seq) == (
             10,
@@ -649,12 +649,12 @@ async def test_log_byte_bound() -> None:
         bus = await running_bus(log=EventLog(max_bytes=2000))
         for _ in range(20):
             await bus.publish(token("y" * 300))  # 500 bytes each by the estimate
-        assert _size(token("y" * 300)) == 500
+        assert event_size(token("y" * 300)) == 500
         assert bus.log.bytes <= 2000
         assert len(bus.log) == 4 and bus.log.last_seq == 22
         huge = await bus.publish(token("z" * 10_000))
         assert list(bus.log) == [huge]  # the newest event is always kept
-        assert bus.log.bytes == _size(huge)
+        assert bus.log.bytes == event_size(huge)
 
 
 def test_log_validation() -> None:
@@ -1048,7 +1048,7 @@ async def test_statistics_values() -> None:
                 ),
             ),
         )
-        assert bus.log.bytes == sum(_size(e) for e in bus.log)
+        assert bus.log.bytes == sum(event_size(e) for e in bus.log)
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             stats.log_events = 0  # type: ignore[misc]
         a.close()

@@ -31,7 +31,7 @@ from trio_agent.models import (
     from_spec,
     make_client,
 )
-from trio_agent.models._http import parse_retry_after
+from trio_agent.models.retry import parse_retry_after
 
 #: A policy that retries at once, so tests of retries do not wait.
 QUICK = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)

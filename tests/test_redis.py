@@ -1,4 +1,4 @@
-"""Sessions on Redis Streams (``trio_agent._redis``), against a real ``redis-server``.
+"""Sessions on Redis Streams (``trio_agent.redis``), against a real ``redis-server``.
 
 The server is started by :mod:`trio_agent.bench._redis_server` on a free loopback port
 with a temporary directory and AOF on; with ``CI=true`` a missing ``redis-server`` fails
@@ -27,11 +27,11 @@ from conftest import IN_CI
 
 import trio_agent
 import trio_agent.redis
+from trio_agent import Runtime, Session
 from trio_agent import events as ev
-from trio_agent._redis import RedisLog, _decode, _seq_of, open_redis_log
-from trio_agent._session import Runtime, Session
 from trio_agent.bench._redis_server import RedisServer, RedisServerMissing
 from trio_agent.redis import RedisLogError
+from trio_agent.redis.log import RedisLog, decode_entry, open_redis_log, seq_of
 from trio_agent.testing import ScriptBuilder, check_invariants
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,15 +96,21 @@ def slow_script(tokens: int = 40, delay: float = 0.02, nap: float = 0.5) -> Scri
 
 
 async def wait_for(
-    session: Session, predicate: Any, timeout: float = 10.0, *, working: bool = False
+    session: Session | trio_agent.EventBus, predicate: Any, timeout: float = 10.0
 ) -> None:
-    """Until ``predicate(state)`` holds for the session's view (what clients see), or
-    with ``working`` for its working bus (what the agent loop published)."""
-    bus = session.bus if working else session.view
+    """Until ``predicate(state)`` holds for the session (what clients see), or for a
+    bus (a replica's working bus: what the agent loop published)."""
     with trio.fail_after(timeout):
-        async with bus.subscribe(policy="drop_oldest") as events:
-            while not predicate(bus.state):
+        async with session.subscribe(policy="drop_oldest") as events:
+            while not predicate(session.state):
                 await events.receive()
+
+
+def working_bus(log: RedisLog, session: Session) -> trio_agent.EventBus:
+    """The working bus of ``session`` in the process of ``log`` (RedisLog.replica)."""
+    replica = log.replica(session.id)
+    assert replica is not None
+    return replica.bus
 
 
 def wires(events: Sequence[ev.Event]) -> list[bytes]:
@@ -177,8 +183,7 @@ async def test_replica_sees_the_owners_run_and_its_interrupt_takes_effect(
             assert [(i.mode, i.reason) for i in interrupts] == [("hard", "from b")]
             check_invariants(got, owner.state)
             assert replica.state == owner.state
-            stats = log_b.statistics()
-            assert stats.free_slots == stats.max_connections
+            assert log_b.statistics().commands_waiting == 0  # every verdict came
 
 
 async def test_cancelling_a_tail_500_times_leaves_the_pool_healthy(
@@ -196,8 +201,7 @@ async def test_cancelling_a_tail_500_times_leaves_the_pool_healthy(
             for _ in range(4):  # the pitfall, on the shared pool
                 with trio.move_on_after(0.01):
                     await log.client.xread({key: "1-0"}, block=1000)
-            assert log.statistics().free_slots == 0
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError):  # every slot of the pool leaked
                 await log.client.get("k")
 
         async with open_redis_log(
@@ -220,7 +224,7 @@ async def test_cancelling_a_tail_500_times_leaves_the_pool_healthy(
             assert received > 0  # some tails got as far as reading
             assert log.statistics().tails_open == 0
             stats = log.statistics()
-            assert stats.free_slots == stats.max_connections == 4
+            assert stats.dedicated_connections == 0  # each tail's died with it
 
             async def xlen() -> None:
                 assert await log.client.xlen(key) == 1
@@ -261,16 +265,16 @@ async def test_dead_owner_is_recovered_by_replay(redis_server: RedisServer, pref
             session = await rt.open_session("s")
             assert session.is_replica  # a replica while the lease lives
             await wait_for(session, lambda s: s.status == "interrupted")
-            tail = list(session.view.log)[len(stamped) :]
+            tail = list(session.log)[len(stamped) :]
             assert [e.type for e in tail] == ["interrupt", "tool_result", "interrupted"]
             assert tail[1].status == "cancelled"  # type: ignore[attr-defined]
             assert "recovered by b" in tail[2].reason  # type: ignore[attr-defined]
-            assert wires(list(session.view.log)[: len(stamped)]) == wires(stamped)
+            assert wires(list(session.log)[: len(stamped)]) == wires(stamped)
             await session.resume("go on")
             await wait_for(session, lambda s: s.status == "done")
             stored = await log.read("s")
             check_invariants(stored, session.state)
-            assert wires(stored) == wires(list(session.view.log))
+            assert wires(stored) == wires(list(session.log))
 
 
 async def test_closing_the_owner_ends_its_run_and_hands_the_session_over(
@@ -316,12 +320,12 @@ async def test_closing_an_owner_whose_client_is_behind_harms_no_other_session(
             await session.send("go")
             # The relay made a batch durable and is handing it to the view, where the
             # client that is behind holds it up halfway.
-            while await log.client.xlen(log.key("s", "log")) <= session.view.log.last_seq + 1:  # noqa: ASYNC110
+            while await log.client.xlen(log.key("s", "log")) <= session.log.last_seq + 1:  # noqa: ASYNC110
                 await trio.sleep(0.01)
             behind.close()
             await session.aclose()
             assert rt.get_session("other") is other and not other.closed
-            shown = list(session.view.log)
+            shown = list(session.log)
             assert [e.seq for e in shown] == list(range(1, len(shown) + 1))  # no repeat
             stored = await log.read("s")
             assert wires(shown) == wires(stored[: len(shown)])
@@ -402,6 +406,7 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
             owner = await rt_a.open_session("s")
             replica = await rt_b.open_session("s")
             assert not owner.is_replica and replica.is_replica
+            a_working = working_bus(log_a, owner)
             seen_on_a = owner.open_subscription(after=0, capacity=1000)
             await owner.send("go")
             if when == "streaming":
@@ -413,13 +418,13 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
             )
             snapshot = [(bytes(i), bytes(fields[1])) for i, fields in raw]
             n = len(snapshot)
-            assert [_seq_of(i) for i, _ in snapshot] == list(range(1, n + 1))
+            assert [seq_of(i) for i, _ in snapshot] == list(range(1, n + 1))
 
             # a stops serving the session: its task ends, the runtime forgets it.
             with trio.fail_after(LEASE_TTL * 5):
-                await owner._stopped.wait()
+                await owner.wait_closed()
             assert owner.closed and rt_a.get_session("s") is None
-            assert not rt_a._nursery.child_tasks  # (and runtime a itself carries on)
+            assert dict(rt_a.sessions) == {}  # (and runtime a itself carries on)
             assert log_a.statistics().tails_open == 0  # its command reader is gone
             # Why: the relay's fenced append was refused, or (in a tool call, when it
             # publishes nothing) the renewal found the lease gone.
@@ -430,7 +435,7 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
             assert any("lease" in m and m.endswith("closing it here") for m in why)
             # It went on publishing on its working bus (tokens, or the cleanup of the
             # cancelled run)…
-            lost = [e for e in owner.log if e.seq > n]
+            lost = [e for e in a_working.log if e.seq > n]
             assert lost, "the owner published nothing after it lost the lease"
             assert lost[-1].type == "done" and lost[-1].status == "cancelled"  # type: ignore[attr-defined]
             # …but its clients only ever saw what was durable when it lost the lease.
@@ -444,7 +449,7 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
             assert await log_b.owner("s") == log_b.token("s")
             entries = await log_b.client.xrange(log_b.key("s", "log"))
             assert [(e.identifier, e.field_values[b"e"]) for e in entries[:n]] == snapshot
-            tail = [_decode(e) for e in entries[n:]]
+            tail = [decode_entry(e) for e in entries[n:]]
             expected = ["interrupt", "interrupted"]
             if when == "in_tool_call":
                 expected.insert(1, "tool_result")
@@ -458,7 +463,7 @@ async def test_an_owner_that_lost_its_lease_stops_and_appends_nothing(
             stored = await log_b.read("s")
             assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
             assert stored[-1].status == "completed" and stored[-1].run == 1  # type: ignore[attr-defined]
-            assert wires(stored) == wires(list(replica.view.log))
+            assert wires(stored) == wires(list(replica.log))
             check_invariants(stored, replica.state)
 
 
@@ -486,8 +491,10 @@ async def test_redis_restart_mid_stream_pauses_the_run_and_loses_nothing(
             await wait_for(replica, lambda s: s.seq >= 20)
             await trio.to_thread.run_sync(redis_server.stop)
             # The run paused (the working bus: nothing is durable while Redis is down).
-            await wait_for(owner, lambda s: s.status == "interrupted", working=True)
+            await wait_for(working_bus(log_a, owner), lambda s: s.status == "interrupted")
             await trio.to_thread.run_sync(redis_server.start)
+            # Durable again: the owner's clients see the pause and why.
+            await wait_for(owner, lambda s: s.status == "interrupted" and s.error is not None)
             errors = [e for e in owner.log if isinstance(e, ev.Error)]
             assert errors and errors[0].code == "redis_unavailable" and errors[0].retryable
             (paused,) = [e for e in owner.log if isinstance(e, ev.Interrupted)]
@@ -496,7 +503,7 @@ async def test_redis_restart_mid_stream_pauses_the_run_and_loses_nothing(
             await replica.resume()  # through the command stream: its reader reconnected
             await wait_for(replica, lambda s: s.status == "done", timeout=20)
             stored = await log_a.read("s")
-            assert wires(stored) == wires(list(owner.log)) == wires(list(replica.view.log))
+            assert wires(stored) == wires(list(owner.log)) == wires(list(replica.log))
             check_invariants(stored, owner.state)
             assert str(replica.state.messages[-1].content).startswith("t0 t1 ")
 
@@ -682,11 +689,11 @@ async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
 
 
 def hold_back(session: Session, types: Sequence[str]) -> trio_agent.Subscription:
-    """Hold back this process's copy of ``session``: a lossless subscriber of its
-    working bus (``session.bus``, where the replica's tail publishes) that never reads.
-    It takes the first event of ``types`` and blocks the tail at the second, so the
-    replica's state lags the owner's from there on (as a slow network would make it)."""
-    return session.bus.open_subscription(types=types, capacity=1, policy="block", stall_timeout=1e9)
+    """Hold back this process's copy of ``session``: a lossless subscriber that never
+    reads.  It takes the first event of ``types`` and blocks the session's relay at the
+    second, so what the replica shows lags the owner from there on (as a slow network
+    would make it)."""
+    return session.open_subscription(types=types, capacity=1, policy="block", stall_timeout=1e9)
 
 
 async def test_a_command_through_a_lagging_replica_is_judged_by_the_owner(
@@ -719,7 +726,7 @@ async def test_a_command_through_a_lagging_replica_is_judged_by_the_owner(
             held.close()
             await wait_for(owner, lambda s: s.status == "done")
             await wait_for(replica, lambda s: s.seq == owner.state.seq)
-            assert wires(list(replica.view.log)) == wires(list(owner.log))
+            assert wires(list(replica.log)) == wires(list(owner.log))
             check_invariants(list(owner.log), owner.state)
 
 
@@ -755,7 +762,7 @@ async def test_a_refusal_through_a_replica_is_the_owners_and_nothing_is_applied(
             assert wires(list(owner.log)) == before  # nothing was applied
             held.close()
             await wait_for(replica, lambda s: s.seq == owner.state.seq)
-            assert wires(list(replica.view.log)) == before
+            assert wires(list(replica.log)) == before
 
 
 async def test_a_forwarded_cancel_returns_once_the_owner_published_done(
@@ -884,8 +891,23 @@ async def test_a_refused_command_on_a_replicas_server_gets_bad_state_for_that_cl
             nursery.cancel_scope.cancel()
 
 
-def test_the_command_lines_copies_of_the_redis_defaults_agree() -> None:
-    from trio_agent import _redis_cli
-
-    assert _redis_cli.DEFAULT_PREFIX == trio_agent.redis.DEFAULT_PREFIX
-    assert _redis_cli.DEFAULT_LEASE_TTL == trio_agent.redis.DEFAULT_LEASE_TTL
+def test_the_command_line_shows_the_redis_defaults_without_coredis() -> None:
+    # ``serve --help`` and its defaults come from trio_agent.redis.defaults, which needs
+    # no Redis client: in-memory serving works without the redis extra.
+    code = (
+        "import sys; sys.modules['coredis'] = None\n"
+        "import trio_agent.redis as r, trio_agent.cli as c\n"
+        "args = c.parser().parse_args(['serve'])\n"
+        "assert (args.redis_prefix, args.lease_ttl) == (r.DEFAULT_PREFIX, r.DEFAULT_LEASE_TTL)\n"
+        "try:\n"
+        "    r.open_redis_log\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == (
+        "trio_agent.redis.open_redis_log needs coredis, which is not installed: "
+        "pip install 'trio-agent[redis]'"
+    )

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_agent import State, Text, initial_state, reduce
 from trio_agent import events as ev
-from trio_agent._reduce import ReduceError, State, Text, initial_state, reduce, replay
-from trio_agent.models._base import Message, ToolCallRecord, Usage
+from trio_agent._core.reduce import replay
+from trio_agent.errors import ReduceError
+from trio_agent.models import Message, ToolCallRecord, Usage
 
 # ---- a generator of legal event logs -----------------------------------------------------
 
@@ -553,7 +555,7 @@ def test_model_output_before_the_first_thinking_is_illegal(event: ev.Event) -> N
     texts=st.lists(st.text(max_size=5), max_size=40),
 )
 def test_fold_tokens_equals_reducing_each_token(prefix: list[str], texts: list[str]) -> None:
-    from trio_agent._reduce import fold_tokens
+    from trio_agent._core.reduce import fold_tokens
 
     state = fold([ev.RunStarted(run=1), ev.Thinking(run=1, step=1)])
     seq = state.seq
@@ -571,7 +573,7 @@ def test_fold_tokens_equals_reducing_each_token(prefix: list[str], texts: list[s
 
 
 def test_fold_tokens_refuses_what_reduce_refuses() -> None:
-    from trio_agent._reduce import fold_tokens
+    from trio_agent._core.reduce import fold_tokens
 
     idle = fold([])
     token = ev.TokenStream(run=1, step=1, seq=1, text="x")

@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_agent._assembler import CallReady, ToolCallAssembler
-from trio_agent.models._base import (
+from trio_agent._core.assembler import CallReady, ToolCallAssembler
+from trio_agent.models import (
     Chunk,
     Finish,
     Message,
@@ -24,7 +24,7 @@ from trio_agent.models._base import (
     ToolCallRecord,
     Usage,
 )
-from trio_agent.models._scripted import MAX_DELAY, ScriptBuilder, ScriptedModel, ScriptError
+from trio_agent.models.scripted import MAX_DELAY, ScriptBuilder, ScriptedModel, ScriptError
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -38,8 +38,8 @@ from trio_websocket import (
 )
 
 import trio_agent
-from trio_agent import _wire as wire
 from trio_agent import events as ev
+from trio_agent._core import wire
 from trio_agent._server import (
     AgentServer,
     IdleSessions,

@@ -822,14 +822,19 @@ async def test_a_command_waiting_while_the_session_closes_is_refused(
                 except trio.ClosedResourceError as exc:
                     errors.append(exc)
 
-            # (another command is being applied: it holds the lock)
-            async with trio.open_nursery() as nursery, session._commands:
-                nursery.start_soon(send)
-                await trio.testing.wait_all_tasks_blocked()
-                session.close_nowait()
-            await session.aclose()
-    assert [str(e) for e in errors] == ["session 's1' is closed"]
-    assert list(session.log) == []  # nothing accepted: no run left without its done
+            # A full lossless subscriber: the first command waits for room (holding
+            # the session's commands, which are applied one at a time), the second
+            # waits for the first.
+            async with session.subscribe(capacity=1, stall_timeout=1e9):
+                await session.publish(ev.Error(code="mine", message="fills the subscriber"))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send)
+                    nursery.start_soon(send)
+                    await trio.testing.wait_all_tasks_blocked()
+                    session.close_nowait()
+                await session.aclose()
+    assert [str(e) for e in errors] == ["session 's1' is closed"] * 2
+    assert types(session.log) == ["error"]  # nothing accepted: no run left without its done
 
 
 async def test_a_run_accepted_just_before_the_close_still_ends(
@@ -854,7 +859,7 @@ async def test_a_command_blocked_by_a_subscriber_that_cannot_be_evicted_gives_up
     # cancelled, but like every shielded publish only for CLEANUP_TIMEOUT: a lossless
     # subscriber that is never evicted (stall_timeout=inf, as the Redis relay) cannot
     # hang the caller for good.  The log holds what was published, nothing half-made.
-    from trio_agent._session import CLEANUP_TIMEOUT
+    from trio_agent import CLEANUP_TIMEOUT
 
     async with trio_agent.open_runtime(
         model=model_of(ScriptBuilder().turn(tokens=["hi"])), tools=TOOLS

@@ -9,7 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_agent._tools import (
+from trio_agent.models import ToolSpec
+from trio_agent.tools import (
     DEMO_TOOLS,
     MAX_CALC_BITS,
     MAX_CALC_NESTING,
@@ -23,7 +24,6 @@ from trio_agent._tools import (
     sleep,
     tool,
 )
-from trio_agent.models._base import ToolSpec
 
 pytestmark = pytest.mark.timeout(10)
 

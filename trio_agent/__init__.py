@@ -26,9 +26,11 @@ from ._bus import (
     SubscriberStatistics,
     Subscription,
 )
-from ._reduce import State, Text, ToolCallState, initial_state, reduce
-from ._server import AgentServer, ServerLimits, serve_websocket
-from ._session import (
+from ._core.reduce import reduce
+from ._core.state import State, ToolCallState, initial_state
+from ._core.text import Text
+from ._runtime import (
+    CLEANUP_TIMEOUT,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_STEPS,
     DEFAULT_TOOL_CONCURRENCY,
@@ -37,7 +39,7 @@ from ._session import (
     Session,
     open_runtime,
 )
-from ._tools import Tool, ToolOutcome, ToolRegistry, calculator, sleep, tool
+from ._server import AgentServer, ServerLimits, serve_websocket
 from .errors import (
     LogTrimmed,
     ModelError,
@@ -51,8 +53,10 @@ from .errors import (
     TrioAgentError,
 )
 from .events import Event
+from .tools import Tool, ToolOutcome, ToolRegistry, calculator, sleep, tool
 
 __all__ = [
+    "CLEANUP_TIMEOUT",
     "DEFAULT_CAPACITY",
     "DEFAULT_LOG_MAX_BYTES",
     "DEFAULT_LOG_MAX_EVENTS",

@@ -95,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from ._session import open_runtime
-    from ._tools import DEMO_TOOLS
+    from ._runtime import open_runtime
     from .models import from_spec
+    from .tools import DEMO_TOOLS
 
     by_name = {t.name: t for t in DEMO_TOOLS}
     names = [n.strip() for n in args.tools.split(",") if n.strip()]

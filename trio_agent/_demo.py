@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from . import events as ev
-from ._session import Session, open_runtime
-from ._tools import DEMO_TOOLS
-from .models._scripted import ScriptedModel
+from ._runtime import Session, open_runtime
+from .models.scripted import ScriptedModel
+from .tools import DEMO_TOOLS
 
 __all__ = ["run_demo"]
 

@@ -1,6 +1,6 @@
 """``trio-agent serve --redis URL``: the options, and the log they ask for.
 
-Apart from :mod:`trio_agent._redis` so that the command line imports coredis only when
+Apart from the Redis log itself so that the command line imports coredis only when
 ``--redis`` is given (in-memory serving needs no Redis client installed).
 """
 
@@ -9,17 +9,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
+
+from .redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 
 if TYPE_CHECKING:
-    from ._redis import RedisLog
+    from .redis import RedisLog
 
 __all__ = ["add_redis_arguments", "open_log_from_args"]
-
-# The defaults of trio_agent._redis, repeated here so that --help needs no coredis
-# (tests/test_redis.py checks they agree).
-DEFAULT_PREFIX: Final = "trio-agent"
-DEFAULT_LEASE_TTL: Final = 5.0
 
 
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +51,7 @@ async def open_log_from_args(args: argparse.Namespace) -> AsyncIterator[RedisLog
     if not url:
         yield None
         return
-    from ._redis import open_redis_log
+    from .redis import open_redis_log
 
     async with open_redis_log(
         url,

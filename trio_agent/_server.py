@@ -48,22 +48,17 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from . import _wire as wire
 from . import events as ev
-from ._bus import (
-    DEFAULT_CAPACITY,
-    DEFAULT_STALL_TIMEOUT,
+from ._bus import DEFAULT_CAPACITY, DEFAULT_STALL_TIMEOUT, Subscription
+from ._core import wire
+from ._runtime import Runtime, Session, validate_session_id
+from .errors import (
+    CommandError,
     LogTrimmed,
-    SubscriberEvicted,
-    Subscription,
-)
-from ._session import (
-    Runtime,
-    Session,
     SessionLimitError,
     SessionLogError,
     SessionStateError,
-    validate_session_id,
+    SubscriberEvicted,
 )
 
 __all__ = [
@@ -423,7 +418,7 @@ class AgentServer:
         self._stopping = True
         for client in self._clients:
             if client.session is not None:
-                client.drain(client.session.view.log.last_seq)
+                client.drain(client.session.log.last_seq)
         with trio.move_on_after(timeout):
             while self._clients:
                 await self._clients_left.park()
@@ -938,11 +933,11 @@ class AgentServer:
                 continue
             try:
                 command = wire.parse_command(message)
-            except wire.CommandError as exc:
+            except CommandError as exc:
                 await self._send_error(client, exc.code, str(exc))
                 continue
             try:
-                await wire.apply_command(session, command)
+                await session.apply(command)
             except SessionStateError as exc:
                 await self._send_error(client, "bad_state", str(exc))
             except SessionLogError as exc:
@@ -954,7 +949,7 @@ class AgentServer:
 
 
 def _snapshot(session: Session) -> ev.StateSnapshot:
-    state = session.view.state  # the state of what subscribers see (see Session.view)
+    state = session.state  # the state of what subscribers see
     return ev.StateSnapshot(
         session=session.id,
         run=state.run,
@@ -1122,8 +1117,8 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 def serve_command(args: argparse.Namespace) -> int:
     """``trio-agent serve``: run until SIGINT/SIGTERM.  Returns the exit status."""
-    from ._tools import DEMO_TOOLS
     from .models import from_spec
+    from .tools import DEMO_TOOLS
 
     token = args.token if args.token is not None else os.environ.get("TRIO_AGENT_TOKEN") or None
     if not is_loopback(args.host) and not token:
@@ -1143,7 +1138,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         from ._redis_cli import open_log_from_args
-        from ._session import open_runtime
+        from ._runtime import open_runtime
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with (

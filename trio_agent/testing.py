@@ -20,10 +20,12 @@ import attrs
 import trio
 
 from . import events as ev
-from ._reduce import ReduceError, State, initial_state, reduce
-from ._session import Session, SessionStateError
-from .models._base import Chunk, Message, Model, ToolSpec
-from .models._scripted import ScriptBuilder, ScriptedModel
+from ._core.model import Chunk, Message, Model, ToolSpec
+from ._core.reduce import reduce
+from ._core.state import State, initial_state
+from ._runtime import Session
+from .errors import ReduceError, SessionStateError
+from .models.scripted import ScriptBuilder, ScriptedModel
 
 __all__ = [
     "Action",

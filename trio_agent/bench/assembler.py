@@ -23,7 +23,7 @@ from typing import Final
 import trio
 
 import trio_agent
-from trio_agent._assembler import ToolCallAssembler
+from trio_agent._core.assembler import ToolCallAssembler
 from trio_agent.models import Finish, Message, TextDelta, ToolCallChunk, ToolSpec
 
 from ._common import Figure, Progress, Target, compare, runs_for

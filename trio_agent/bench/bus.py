@@ -1,9 +1,10 @@
 """``bus``: token events through the whole publish path, against the baselines.
 
-Ours: the producer builds one ``events.TokenStream`` per token and publishes it with
-the agent loop's fast pattern (``publish_nowait``, falling back to ``await publish``
-when a lossless subscriber is full) — seq, log append (the default log bounds),
-reducer, fan-out — to 1 and to 4 lossless subscribers, each draining with
+Ours: the producer publishes one token per event as the agent loop does,
+``publish_new_nowait(TokenStream, run=…, step=…, text=…)`` (the bus builds the event
+already stamped: one construction), falling back to ``await publish_new`` when a
+lossless subscriber is full — seq, log append (the default log bounds), reducer,
+fan-out — to 1 and to 4 lossless subscribers, each draining with
 ``await receive_batch()``.  Baselines, same process, same run, the same event objects
 built per token: the seed's callback bus with 1 and 4 counting callbacks, an
 ``asyncio.Queue(maxsize=1024)`` producer/consumer, and the naive trio loop
@@ -12,9 +13,10 @@ built per token: the seed's callback bus with 1 and 4 counting callbacks, an
 ``get_stream_writer()``, one consumer of ``graph.astream(..., stream_mode="custom")``.
 
 Also a per-event cost breakdown (ns per event, measured synchronously, no scheduler):
-constructing the event, stamping it, reducing it, appending it to the log, the clock,
-and ``publish_nowait`` as a whole with 0 and with 1 subscriber (drained by
-``receive_batch_nowait``) — where the time of the hot path goes.
+constructing the event, stamping a copy (what publishing an unstamped event costs),
+reducing it, appending it to the log, the clock, and ``publish_new_nowait`` as a whole
+with 0, 1 and 4 subscribers (drained by ``receive_batch_nowait``) — where the time of
+the hot path goes.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from typing import Final
 
 import trio
 
+from trio_agent import DEFAULT_CAPACITY, EventBus, EventLog, Subscription, reduce
 from trio_agent import events as ev
-from trio_agent._bus import DEFAULT_CAPACITY, EventBus, EventLog, Subscription, _stamp
-from trio_agent._reduce import reduce
 
 from . import baselines
 from ._common import Figure, Progress, Stat, Target, compare, install_hint, repeat, runs_for
@@ -47,14 +48,19 @@ _TEXT: Final = (
 WORDS: Final[tuple[str, ...]] = tuple(f" {w}" for w in _TEXT.split(" "))
 """Token texts, cycled: short strings like a model's tokens."""
 
+PUBLISH_TARGET_NS: Final = 1500
+"""The whole synchronous publish of one token to one subscriber: at most 1.5 µs
+(issue 11)."""
+
+CALLBACK_PUBLISH: Final = "callback bus: construct + publish (1 callback)"
+
 _MASK: Final = 31
 assert len(WORDS) > _MASK
 
 
 def make_token(i: int, seq: int = 0) -> ev.TokenStream:
-    """The event a producer builds per token: the same construction (all six fields
-    given) for ours and every baseline.  Ours passes the bus's next seq, as the agent
-    loop's token path does (the bus then publishes it without a stamping copy)."""
+    """The event the baselines build per token: the construction the bus makes in
+    ``publish_new`` (all six fields given)."""
     return ev.TokenStream(
         session="bench", run=1, step=1, seq=seq, ts=time.time(), text=WORDS[i & _MASK]
     )
@@ -69,7 +75,7 @@ def new_bus() -> EventBus:
     return bus
 
 
-def ours(n: int, subscribers: int, make: Callable[[int, int], ev.Event] = make_token) -> float:
+def ours(n: int, subscribers: int) -> float:
     """Seconds to publish ``n`` events to ``subscribers`` lossless subscribers and for
     every subscriber to have received them all."""
 
@@ -92,15 +98,15 @@ def ours(n: int, subscribers: int, make: Callable[[int, int], ev.Event] = make_t
         async with trio.open_nursery() as nursery:
             for k, sub in enumerate(subs):
                 nursery.start_soon(consume, k, sub)
-            publish_nowait = bus.publish_nowait
-            publish = bus.publish
-            log = bus.log
+            publish_new_nowait = bus.publish_new_nowait
+            publish_new = bus.publish_new
+            token = ev.TokenStream
             for i in range(n):
-                e = make(i, log.last_seq + 1)
+                text = WORDS[i & _MASK]
                 try:
-                    publish_nowait(e)
+                    publish_new_nowait(token, run=1, step=1, text=text)
                 except trio.WouldBlock:
-                    await publish(make(i, 0))
+                    await publish_new(token, run=1, step=1, text=text)
         elapsed = time.perf_counter() - t0
         assert counts == [n] * subscribers, counts
         for sub in subs:
@@ -133,7 +139,7 @@ def _cost_stamp(n: int) -> float:
 
     def loop() -> None:
         for i in range(n):
-            _stamp(events[i & 63], "bench", i + 1, 0.0)
+            events[i & 63].stamped("bench", i + 1, 0.0)
 
     return _ns_per_event(n, loop)
 
@@ -150,7 +156,7 @@ def _cost_clock(n: int) -> float:
 def _stamped(n: int) -> tuple[EventBus, list[ev.Event]]:
     bus = new_bus()
     first = bus.log.last_seq + 1
-    return bus, [_stamp(make_token(i), "bench", first + i, 0.0) for i in range(n)]
+    return bus, [make_token(i, first + i) for i in range(n)]
 
 
 def _cost_reduce(n: int) -> float:
@@ -178,14 +184,14 @@ def _cost_log_append(n: int) -> float:
 
 def _cost_publish(n: int, subscribers: int) -> float:
     bus = new_bus()
-    events = [make_token(i) for i in range(64)]
     subs = [bus.open_subscription(capacity=DEFAULT_CAPACITY) for _ in range(subscribers)]
 
     def loop() -> None:
-        publish_nowait = bus.publish_nowait
+        publish_new_nowait = bus.publish_new_nowait
+        token = ev.TokenStream
         drain = [s.receive_batch_nowait for s in subs]
         for i in range(n):
-            publish_nowait(events[i & 63])
+            publish_new_nowait(token, run=1, step=1, text=WORDS[i & _MASK])
             if i & 127 == 127:
                 for d in drain:
                     d()
@@ -198,12 +204,12 @@ def _cost_publish(n: int, subscribers: int) -> float:
 def _cost_callback_publish(n: int) -> float:
     bus = baselines.CallbackBus()
     bus.subscribe(baselines.Counter())
-    events = [make_token(i) for i in range(64)]
 
     def loop() -> None:
         publish = bus.publish
+        make = make_token
         for i in range(n):
-            publish(events[i & 63])
+            publish(make(i))
 
     return _ns_per_event(n, loop)
 
@@ -218,7 +224,12 @@ def breakdown(n: int, runs: int) -> list[Figure]:
             "attrs __init__ + the fast type check in __attrs_post_init__",
         ),
         ("clock", "time.time() (the stamp's ts)", partial(_cost_clock, n), ""),
-        ("stamp", "_stamp (copy with session/seq/ts)", partial(_cost_stamp, n), ""),
+        (
+            "stamp",
+            "Event.stamped (a copy with session/seq/ts)",
+            partial(_cost_stamp, n),
+            "what publishing an unstamped event costs (the agent loop never does)",
+        ),
         (
             "reduce",
             "reduce(state, token_stream)",
@@ -229,23 +240,23 @@ def breakdown(n: int, runs: int) -> list[Figure]:
             "log_append",
             "EventLog.append (default bounds)",
             partial(_cost_log_append, n),
-            "includes _size and the amortized trim",
+            "includes event_size and the amortized trim",
         ),
         (
             "publish_0",
-            "publish_nowait, 0 subscribers",
+            "publish_new_nowait, 0 subscribers",
             partial(_cost_publish, n, 0),
-            "stamp + clock + reduce + log append + checks, pre-built events",
+            "construct (stamped) + clock + reduce + log append + checks",
         ),
         (
             "publish_1",
-            "publish_nowait + receive_batch_nowait, 1 subscriber",
+            "publish_new_nowait + receive_batch_nowait, 1 subscriber",
             partial(_cost_publish, n, 1),
-            "the whole synchronous path, no scheduler",
+            "the whole synchronous path, the event's construction included, no scheduler",
         ),
         (
             "publish_4",
-            "publish_nowait + receive_batch_nowait, 4 subscribers",
+            "publish_new_nowait + receive_batch_nowait, 4 subscribers",
             partial(_cost_publish, n, 4),
             "",
         ),
@@ -255,8 +266,11 @@ def breakdown(n: int, runs: int) -> list[Figure]:
     for key, title, measure, notes in parts:
         stat = repeat(measure, runs)
         baselines_: dict[str, Stat] = {}
+        targets: tuple[Target, ...] = ()
         if key.startswith("publish"):
-            baselines_["callback bus publish (1 callback)"] = reference
+            baselines_[CALLBACK_PUBLISH] = reference
+        if key == "publish_1":
+            targets = (Target(f"≤ {PUBLISH_TARGET_NS:,} ns per event", at_most=PUBLISH_TARGET_NS),)
         figures.append(
             Figure(
                 benchmark=NAME,
@@ -266,6 +280,7 @@ def breakdown(n: int, runs: int) -> list[Figure]:
                 kind="cost",
                 ours=stat,
                 baselines=baselines_,
+                targets=targets,
                 higher_is_better=False,
                 notes=notes,
             )

@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import trio
 
+from trio_agent import EventBus, EventLog, Session
 from trio_agent import events as ev
-from trio_agent._bus import EventBus, EventLog
 
 from ._common import (
     CHILD_CWD,
@@ -66,7 +66,7 @@ def _redis_server() -> RedisServer:
 
 
 async def _tail_main(url: str, prefix: str, session: str, after: int, last: int) -> None:
-    from trio_agent._redis import open_redis_log
+    from trio_agent.redis import open_redis_log
 
     latencies: list[float] = []
     async with open_redis_log(url, prefix=prefix) as log:
@@ -109,12 +109,12 @@ class _Child:
 # ---- ours -------------------------------------------------------------------------------
 
 
-def _prelude(bus: EventBus) -> None:
+def _prelude(bus: EventBus | Session) -> None:
     for e in (ev.UserInput(run=1, text="go"), ev.RunStarted(run=1), ev.Thinking(run=1, step=1)):
         bus.publish_nowait(e)
 
 
-async def _publish(bus: EventBus, text: str) -> None:
+async def _publish(bus: EventBus | Session, text: str) -> None:
     event = ev.TokenStream(run=1, step=1, text=text)
     try:
         bus.publish_nowait(event)
@@ -126,8 +126,8 @@ def _redis_run(url: str, n: int, paced: bool) -> tuple[float, list[float]]:
     """Seconds from the first publish to the child having the last event; latencies."""
     import uuid
 
-    from trio_agent._redis import open_redis_log
-    from trio_agent._session import open_runtime
+    from trio_agent import open_runtime
+    from trio_agent.redis import open_redis_log
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     result: dict[str, Any] = {}
@@ -138,15 +138,15 @@ def _redis_run(url: str, n: int, paced: bool) -> tuple[float, list[float]]:
             open_runtime(log=log) as runtime,
         ):
             session = await runtime.open_session("b")
-            _prelude(session.bus)
+            _prelude(session)
             child = await trio.to_thread.run_sync(_Child, url, prefix, "b", 0, n + 3)
             start = time.monotonic()
             for i in range(n):
                 if paced:
                     await trio.sleep_until(trio.current_time() + 1 / RATE)
-                    await _publish(session.bus, f"@{time.monotonic()!r}")
+                    await _publish(session, f"@{time.monotonic()!r}")
                 else:
-                    await _publish(session.bus, f" w{i & 31}")
+                    await _publish(session, f" w{i & 31}")
                     if i % 64 == 63:
                         await trio.lowlevel.checkpoint()
             out = await trio.to_thread.run_sync(child.result)

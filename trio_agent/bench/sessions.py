@@ -93,8 +93,7 @@ def _script(tokens: int, delay: float) -> dict[str, Any]:
 
 def ours(sessions: int, tokens: int, delay: float = 0.0) -> Result:
     """``sessions`` sessions each streaming ``tokens`` tokens to one subscriber."""
-    from trio_agent import open_runtime
-    from trio_agent._session import DEFAULT_MAX_SESSIONS
+    from trio_agent import DEFAULT_MAX_SESSIONS, open_runtime
     from trio_agent.testing import ScriptedModel
 
     model = ScriptedModel(_script(tokens, delay))

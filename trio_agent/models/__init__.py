@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import httpx
 
-from ._anthropic import AnthropicModel
-from ._base import (
+from .._core.model import (
     Chunk,
     Finish,
     Message,
@@ -40,9 +39,11 @@ from ._base import (
     ToolSpec,
     Usage,
 )
-from ._http import RetryPolicy, make_client
-from ._openai import OpenAIChatModel
-from ._scripted import ScriptedModel
+from .anthropic import AnthropicModel
+from .http import make_client
+from .openai import OpenAIChatModel
+from .retry import RetryPolicy
+from .scripted import ScriptedModel
 
 __all__ = [
     "AnthropicModel",

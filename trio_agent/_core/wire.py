@@ -4,8 +4,8 @@ Nothing here awaits.  :func:`parse_command` turns one client frame into a
 :class:`Command` or raises :class:`CommandError` (whose ``code`` is the ``error``
 event's code and whose message says exactly what was wrong); :func:`encode_frame`
 turns a batch of events into one server frame (a JSON array), merging consecutive
-text events.  The server (:mod:`trio_agent._server`) does the I/O; the protocol is
-written down in ``docs/protocol.md``.
+text events.  The transports do the I/O; the protocol is written down in
+``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -13,61 +13,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
-import attrs
 import orjson
 
+from ..errors import CommandError
 from . import events as ev
-from .errors import CommandError
-
-if TYPE_CHECKING:
-    from ._session import Session
+from .commands import OPS, Cancel, Command, Interrupt, Resume, UserInput
 
 __all__ = [
-    "Cancel",
-    "Command",
-    "CommandError",
-    "Interrupt",
-    "Resume",
-    "UserInput",
-    "apply_command",
+    "OPS",
     "client_error",
+    "command_to_wire",
     "encode_frame",
     "merge_events",
     "parse_command",
 ]
 
-
-@attrs.frozen(slots=True)
-class UserInput:
-    """``{"op": "user_input", "text": …}`` → ``Session.send``."""
-
-    text: str
-
-
-@attrs.frozen(slots=True)
-class Interrupt:
-    """``{"op": "interrupt", "mode": …, "reason": …, "grace": …}`` → ``Session.interrupt``."""
-
-    mode: Literal["soft", "hard"] = "soft"
-    reason: str = ""
-    grace: float | None = None
-
-
-@attrs.frozen(slots=True)
-class Resume:
-    """``{"op": "resume", "instruction": …}`` → ``Session.resume``."""
-
-    instruction: str | None = None
-
-
-@attrs.frozen(slots=True)
-class Cancel:
-    """``{"op": "cancel"}`` → ``Session.cancel``."""
-
-
-Command: TypeAlias = UserInput | Interrupt | Resume | Cancel
 
 _STR: Final = "str"
 _OPT_STR: Final = "str or null"
@@ -82,8 +44,7 @@ _OPS: Final[Mapping[str, Mapping[str, tuple[str, bool]]]] = {
     "cancel": {},
 }
 
-OPS: Final = tuple(_OPS)
-"""The ops a client may send, in the order docs/protocol.md lists them."""
+assert tuple(_OPS) == OPS
 
 
 def _json_type(value: object) -> str:
@@ -177,6 +138,22 @@ def parse_command(data: str | bytes) -> Command:
     return Cancel()
 
 
+def command_to_wire(command: Command) -> dict[str, Any]:
+    """The wire form of ``command`` (``parse_command`` of its JSON gives it back): how a
+    command travels to another process."""
+    if isinstance(command, UserInput):
+        return {"op": "user_input", "text": command.text}
+    if isinstance(command, Interrupt):
+        out: dict[str, Any] = {"op": "interrupt", "mode": command.mode, "reason": command.reason}
+        if command.grace is not None:
+            out["grace"] = command.grace
+        return out
+    if isinstance(command, Resume):
+        return {"op": "resume", "instruction": command.instruction}
+    assert isinstance(command, Cancel)
+    return {"op": "cancel"}
+
+
 # ---- server frames ---------------------------------------------------------------------
 
 _MERGEABLE: Final = frozenset({"token_stream", "reasoning", "tool_call_delta"})
@@ -247,16 +224,3 @@ def client_error(code: str, message: str) -> ev.Error:
     """An ``error`` event for one client only: not in any session's log, so its
     ``session`` is ``""`` and its ``seq`` 0."""
     return ev.Error(code=code, message=message, retryable=False, ts=time.time())
-
-
-async def apply_command(session: Session, command: Command) -> None:
-    """Carry out a parsed client command on ``session`` (its errors propagate:
-    ``SessionStateError`` for a command that makes no sense now, ...)."""
-    if isinstance(command, UserInput):
-        await session.send(command.text)
-    elif isinstance(command, Interrupt):
-        await session.interrupt(command.mode, reason=command.reason, grace=command.grace)
-    elif isinstance(command, Resume):
-        await session.resume(command.instruction)
-    else:
-        await session.cancel()

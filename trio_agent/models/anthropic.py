@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ._base import (
+from .._core.model import (
     Chunk,
     Finish,
     Message,
@@ -44,15 +44,8 @@ from ._base import (
     ToolSpec,
     Usage,
 )
-from ._http import (
-    DEFAULT_RETRY,
-    HTTPModel,
-    ProviderRequest,
-    RetryPolicy,
-    decode_json,
-    drain,
-    stream_sse,
-)
+from .http import HTTPModel, ProviderRequest, decode_json, drain, stream_sse
+from .retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
     "ANTHROPIC_BASE_URL_ENV",

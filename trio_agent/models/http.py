@@ -14,12 +14,8 @@ generator closes the connection at once.  ``trio.Cancelled`` is never caught her
 
 from __future__ import annotations
 
-import email.utils
-import math
 import os
-import random
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar, cast
 
@@ -29,30 +25,32 @@ import orjson
 import trio
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from ._base import Message, ModelError, Retrying, ToolSpec
+from .._core.model import Message, ModelError, Retrying, ToolSpec
+from .failures import (
+    Failure,
+    describe,
+    read_error_detail,
+    read_timeout,
+    request_failure,
+    snippet,
+    status_failure,
+)
+from .retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
-    "BASE_DELAY",
     "CLOSE_TIMEOUT",
     "CONNECT_TIMEOUT",
-    "DEFAULT_RETRY",
     "DRAIN_TIMEOUT",
-    "ERROR_BODY_MAX_BYTES",
-    "MAX_ATTEMPTS",
     "MAX_CONNECTIONS",
-    "MAX_DELAY",
     "MAX_KEEPALIVE_CONNECTIONS",
-    "MAX_RETRY_AFTER",
     "POOL_TIMEOUT",
     "READ_TIMEOUT",
     "WRITE_TIMEOUT",
     "HTTPModel",
     "ProviderRequest",
-    "RetryPolicy",
     "decode_json",
     "drain",
     "make_client",
-    "parse_retry_after",
     "resolve_base_url",
     "stream_sse",
 ]
@@ -84,33 +82,6 @@ DRAIN_TIMEOUT = 1.0
 #: caller is cancelled); closing an HTTP/1.1 stream only closes a socket, so this is a
 #: safety net rather than an expected wait.
 CLOSE_TIMEOUT = 2.0
-
-# ---- retries ---------------------------------------------------------------------------
-
-#: Attempts in all (the first one included) for a retryable failure: enough to ride out
-#: a brief overload, few enough that a user waiting on a dead endpoint learns it soon.
-MAX_ATTEMPTS = 3
-#: Seconds of backoff before the first retry; it doubles with each further attempt.
-BASE_DELAY = 0.5
-#: Ceiling on the exponential backoff, in seconds.
-MAX_DELAY = 8.0
-#: Ceiling on a server's ``Retry-After``, in seconds: a server asking for minutes is
-#: better reported than silently waited for.
-MAX_RETRY_AFTER = 30.0
-#: Fraction of each backoff delay that is random ("jitter"), so that clients that failed
-#: together do not retry together.
-JITTER = 0.5
-
-# ---- error reporting -------------------------------------------------------------------
-
-#: Bytes of an error response's body read to find the provider's message; error bodies
-#: are small JSON documents, and a proxy's HTML error page need not be read whole.
-ERROR_BODY_MAX_BYTES = 16 * 1024
-#: Characters of an unparseable body quoted in an error message.
-ERROR_SNIPPET_CHARS = 300
-
-#: HTTP statuses retried besides 5xx: 429 is "too many requests".
-RETRY_STATUSES = frozenset({429})
 
 
 def make_client(
@@ -163,69 +134,6 @@ def resolve_base_url(given: str | None, env: str, default: str) -> str:
 
 
 @attrs.frozen(slots=True)
-class RetryPolicy:
-    """How a failed model request is retried (before any of its body was streamed).
-
-    ``max_attempts`` counts the first attempt.  The delay before retry *n* (1-based) is
-    ``min(max_delay, base_delay * 2 ** (n - 1))``, of which the ``jitter`` fraction is
-    random; a server's ``Retry-After`` (seconds or an HTTP date) replaces it, capped at
-    ``max_retry_after``.
-    """
-
-    max_attempts: int = attrs.field(default=MAX_ATTEMPTS)
-    base_delay: float = BASE_DELAY
-    max_delay: float = MAX_DELAY
-    max_retry_after: float = MAX_RETRY_AFTER
-    jitter: float = JITTER
-
-    @max_attempts.validator
-    def _check_attempts(self, _attribute: object, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {value}")
-
-    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return ceiling * (1.0 - self.jitter * rand())
-
-    def delay(
-        self,
-        attempt: int,
-        retry_after: str | None = None,
-        rand: Callable[[], float] = random.random,
-    ) -> float:
-        """The wait before the next attempt: ``Retry-After`` if the server sent a valid
-        one (capped), else :meth:`backoff`."""
-        asked = parse_retry_after(retry_after)
-        if asked is not None:
-            return min(asked, self.max_retry_after)
-        return self.backoff(attempt, rand)
-
-
-#: The policy models use unless given another.
-DEFAULT_RETRY = RetryPolicy()
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or
-    ``None`` when it is absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-@attrs.frozen(slots=True)
 class ProviderRequest:
     """One streaming request, and what to say when it fails.
 
@@ -263,18 +171,18 @@ async def stream_sse(
     attempt = 0
     while True:
         attempt += 1
-        failure: _Failure
+        failure: Failure
         try:
             response = await client.send(
                 client.build_request("POST", request.url, headers=headers, content=request.body),
                 stream=True,
             )
         except httpx.HTTPError as exc:
-            failure = _request_failure(client, request, exc)
+            failure = request_failure(client, request, exc)
         else:
             try:
                 if response.status_code >= 400:
-                    failure = await _status_failure(request, response)
+                    failure = await status_failure(request, response)
                 else:
                     async with aclosing(_events(client, request, response)) as events:
                         async for event in events:
@@ -321,19 +229,11 @@ def decode_json(event: ServerSentEvent, request: ProviderRequest) -> Any:
             "protocol",
             f"{request.provider} sent malformed JSON in the data of SSE event "
             f"{event.event!r} from {request.url}: {exc}; data: "
-            f"{_snippet(event.data)}",
+            f"{snippet(event.data)}",
         ) from None
 
 
 # ---- internals -------------------------------------------------------------------------
-
-
-@attrs.frozen(slots=True)
-class _Failure:
-    code: str
-    message: str
-    retryable: bool
-    retry_after: str | None = None
 
 
 async def _events(
@@ -341,7 +241,7 @@ async def _events(
 ) -> AsyncGenerator[ServerSentEvent, None]:
     content_type = response.headers.get("content-type", "")
     if "text/event-stream" not in content_type.partition(";")[0]:
-        detail = await _read_error_detail(response)
+        detail = await read_error_detail(response)
         raise ModelError(
             "protocol",
             f"{request.provider} answered {request.url} with HTTP {response.status_code} "
@@ -357,7 +257,7 @@ async def _events(
         raise ModelError(
             "timeout",
             f"the {request.provider} stream from {request.url} stalled: nothing arrived "
-            f"for {_read_timeout(client)} (read timeout)",
+            f"for {read_timeout(client)} (read timeout)",
         ) from None
     except SSEError as exc:  # an httpx.TransportError: before the generic case
         raise ModelError(
@@ -371,7 +271,7 @@ async def _events(
         raise ModelError(
             "connection",
             f"the connection to {request.provider} at {request.url} dropped mid-stream: "
-            f"{_describe(exc)}",
+            f"{describe(exc)}",
         ) from None
 
 
@@ -410,133 +310,12 @@ class _TextThenBlankLine:
             return "\n\n"
 
 
-def _request_failure(
-    client: httpx.AsyncClient, request: ProviderRequest, exc: httpx.HTTPError
-) -> _Failure:
-    where = f"{request.provider} at {request.url}"
-    if isinstance(exc, httpx.ConnectTimeout):
-        return _Failure(
-            "timeout", f"connecting to {where} timed out after {_connect_timeout(client)}", True
-        )
-    if isinstance(exc, httpx.ConnectError):
-        return _Failure("connection", f"could not connect to {where}: {_describe(exc)}", True)
-    if isinstance(exc, httpx.ReadTimeout):
-        return _Failure(
-            "timeout",
-            f"{where} did not answer within {_read_timeout(client)} (read timeout)",
-            False,
-        )
-    if isinstance(exc, httpx.TimeoutException):  # write or pool
-        return _Failure("timeout", f"request to {where} timed out: {_describe(exc)}", False)
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        # Closed before any response: nothing was streamed, so trying again is safe (a
-        # stale keep-alive connection closed by the server looks like this).
-        return _Failure(
-            "connection", f"{where} closed the connection without answering: {exc}", True
-        )
-    return _Failure("connection", f"request to {where} failed: {_describe(exc)}", False)
-
-
-async def _status_failure(request: ProviderRequest, response: httpx.Response) -> _Failure:
-    status = response.status_code
-    detail = await _read_error_detail(response)
-    provider = request.provider
-    if status in (401, 403):
-        if request.has_key:
-            hint = f"check {request.key_env}"
-        else:
-            hint = f"no API key was given: set {request.key_env}"
-        return _Failure(
-            "auth", f"{provider} refused the API key (HTTP {status}: {detail}); {hint}", False
-        )
-    if status in RETRY_STATUSES:
-        return _Failure(
-            "rate_limited",
-            f"{provider} is rate limiting (HTTP {status}): {detail}",
-            True,
-            response.headers.get("retry-after"),
-        )
-    if status >= 500:
-        return _Failure(
-            "server_error",
-            f"{provider} server error (HTTP {status}): {detail}",
-            True,
-            response.headers.get("retry-after"),
-        )
-    hint = "; check the base URL and the model name" if status == 404 else ""
-    return _Failure(
-        "bad_request",
-        f"{provider} rejected the request to {request.url} (HTTP {status}): {detail}{hint}",
-        False,
-    )
-
-
-async def _read_error_detail(response: httpx.Response) -> str:
-    """The provider's own error message, from at most ERROR_BODY_MAX_BYTES of body."""
-    body = bytearray()
-    try:
-        async for data in response.aiter_bytes():
-            body += data
-            if len(body) >= ERROR_BODY_MAX_BYTES:
-                break
-    except httpx.HTTPError as exc:
-        if not body:
-            return f"(the error body could not be read: {_describe(exc)})"
-    text = bytes(body[:ERROR_BODY_MAX_BYTES]).decode("utf-8", errors="replace")
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return _snippet(text) if text.strip() else "(empty body)"
-    return _error_message(parsed) or _snippet(text)
-
-
-def _error_message(parsed: object) -> str | None:
-    # OpenAI: {"error": {"message": ...}}; Anthropic: {"type": "error", "error":
-    # {"type": ..., "message": ...}}; some gateways: {"error": "..."} or {"message": ...}.
-    if not isinstance(parsed, dict):
-        return None
-    error = parsed.get("error")
-    if isinstance(error, dict):
-        message = error.get("message")
-        kind = error.get("type")
-        if isinstance(message, str) and message:
-            return f"{message} ({kind})" if isinstance(kind, str) and kind else message
-    if isinstance(error, str) and error:
-        return error
-    message = parsed.get("message") or parsed.get("detail")
-    return message if isinstance(message, str) and message else None
-
-
 async def _close(response: httpx.Response) -> None:
     # Shielded so that a cancelled consumer still closes the socket; bounded so that a
     # misbehaving transport cannot hold the cancellation up.
     with trio.move_on_after(CLOSE_TIMEOUT) as scope:
         scope.shield = True
         await response.aclose()
-
-
-def _snippet(text: str) -> str:
-    text = text.strip()
-    if len(text) > ERROR_SNIPPET_CHARS:
-        text = text[:ERROR_SNIPPET_CHARS] + "…"
-    return repr(text)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _read_timeout(client: httpx.AsyncClient) -> str:
-    return _seconds(client.timeout.read)
-
-
-def _connect_timeout(client: httpx.AsyncClient) -> str:
-    return _seconds(client.timeout.connect)
-
-
-def _seconds(value: float | None) -> str:
-    return "(no limit)" if value is None else f"{value:g}s"
 
 
 class HTTPModel:

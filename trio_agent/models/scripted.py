@@ -50,7 +50,7 @@ import attrs
 import orjson
 import trio
 
-from ._base import Chunk, Finish, Message, TextDelta, ToolCallChunk, ToolSpec, Usage
+from .._core.model import Chunk, Finish, Message, TextDelta, ToolCallChunk, ToolSpec, Usage
 
 __all__ = [
     "MAX_DELAY",

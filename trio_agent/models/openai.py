@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ._base import (
+from .._core.model import (
     Chunk,
     Finish,
     Message,
@@ -35,15 +35,8 @@ from ._base import (
     ToolSpec,
     Usage,
 )
-from ._http import (
-    DEFAULT_RETRY,
-    HTTPModel,
-    ProviderRequest,
-    RetryPolicy,
-    decode_json,
-    drain,
-    stream_sse,
-)
+from .http import HTTPModel, ProviderRequest, decode_json, drain, stream_sse
+from .retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = ["DEFAULT_OPENAI_BASE_URL", "OPENAI_BASE_URL_ENV", "OPENAI_KEY_ENV", "OpenAIChatModel"]
 

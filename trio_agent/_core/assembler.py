@@ -24,7 +24,7 @@ The facts for one input come out in a fixed order, and calls completed together 
 ``finish``/``cut``) complete in the order they were first seen, so the same chunks always
 give the same facts.
 
-Linear in the fragments: a call's argument text is a :class:`~trio_agent._reduce.Text`
+Linear in the fragments: a call's argument text is a :class:`~trio_agent._core.text.Text`
 (an append-only list of parts shared by successive records, joined once when the call
 completes), so a call streamed in n fragments costs O(n), not O(n²) — a coding agent
 writing a 200 KB file through a tool call streams tens of thousands of them.  A record
@@ -40,9 +40,9 @@ from typing import Any, Final, Literal
 import attrs
 import orjson
 
-from ._reduce import Text
-from .errors import AssemblerError
-from .models._base import ToolCallChunk, ToolCallEnd
+from ..errors import AssemblerError
+from .model import ToolCallChunk, ToolCallEnd
+from .text import Text
 
 __all__ = [
     "DEFAULT_ID_PREFIX",

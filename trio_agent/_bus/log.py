@@ -1,0 +1,138 @@
+"""``EventLog``: the bounded, ordered log of one session's events.
+
+Bounded by a count and an approximate byte budget (an O(1) estimate per event, see
+:func:`event_size`); the oldest events are trimmed first.  Index access is O(1), so a
+replay cursor reads any position cheaply, and a replay of events that were trimmed
+raises :class:`~trio_agent.errors.LogTrimmed` — never a silent gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from .._core import events as ev
+from ..errors import LogTrimmed
+
+__all__ = ["DEFAULT_LOG_MAX_BYTES", "DEFAULT_LOG_MAX_EVENTS", "EventLog", "event_size"]
+
+DEFAULT_LOG_MAX_EVENTS: Final = 50_000
+"""Events a session log keeps.  A long agent run is thousands to tens of thousands of
+events (one per token); keeping 50k lets a client that reconnects after a long run
+replay all of it, while capping a session's log near 10 MB (about 200 bytes an event).
+Raise it with ``open_runtime(log_max_events=...)`` for longer sessions."""
+
+DEFAULT_LOG_MAX_BYTES: Final = 16 * 1024 * 1024
+"""Approximate bytes a session log keeps (see :func:`event_size`).  Caps sessions whose events
+are large (big tool results) before the count limit does."""
+
+_EVENT_OVERHEAD: Final = 200
+"""Bytes counted per event on top of its text (object header, slots, the floats and
+ints): the byte budget is an estimate, computed in O(1) on the publish path."""
+
+
+def event_size(event: ev.Event) -> int:
+    """An estimate of what ``event`` costs to keep, without encoding it."""
+    kind = type(event)
+    if kind is ev.TokenStream or kind is ev.Reasoning:
+        return _EVENT_OVERHEAD + len(event.text)  # type: ignore[attr-defined]
+    if kind is ev.ToolCallDelta:
+        return _EVENT_OVERHEAD + len(event.delta)  # type: ignore[attr-defined]
+    return _EVENT_OVERHEAD + len(event.to_wire())
+
+
+class EventLog:
+    """The bounded, ordered log of one session's events.
+
+    Bounded by a count and an approximate byte budget; the oldest events are trimmed
+    first (their slots are cleared at once, so a trimmed event is freed then, not at
+    the next compaction).  Index access is O(1) (a list with a moving head, compacted
+    in amortized O(1)), so a replay cursor reads any position cheaply.
+    """
+
+    def __init__(
+        self,
+        max_events: int = DEFAULT_LOG_MAX_EVENTS,
+        max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    ) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError(
+                f"log bounds must be positive, got max_events={max_events}, max_bytes={max_bytes}"
+            )
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._events: list[ev.Event | None] = []
+        self._sizes: list[int] = []
+        self._head = 0  # index of the oldest event still held
+        self._first_seq = 1  # seq of self._events[self._head]
+        self.last_seq = 0
+        """The newest seq appended (0 before the first)."""
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return self.last_seq - self._first_seq + 1
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq held (``last_seq + 1`` when empty)."""
+        return self._first_seq
+
+    def append(self, event: ev.Event) -> None:
+        seq = self.last_seq + 1
+        if event.seq != seq:
+            raise ValueError(f"log append of seq {event.seq}, expected {seq}")
+        size = event_size(event)
+        self._events.append(event)
+        self._sizes.append(size)
+        self.last_seq = seq
+        self.bytes += size
+        if seq - self._first_seq >= self.max_events or self.bytes > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        events, sizes = self._events, self._sizes
+        head = self._head
+        while self.last_seq - self._first_seq >= self.max_events or (
+            self.bytes > self.max_bytes and self.last_seq > self._first_seq
+        ):
+            self.bytes -= sizes[head]
+            events[head] = None
+            head += 1
+            self._first_seq += 1
+        if head > 1024 and head * 2 > len(events):
+            del events[:head]
+            del sizes[:head]
+            head = 0
+        self._head = head
+
+    def get(self, seq: int) -> ev.Event:
+        """The event with ``seq``; raises :class:`LogTrimmed` if it is gone."""
+        if seq < self._first_seq:
+            raise LogTrimmed(seq - 1, self._first_seq)
+        if seq > self.last_seq:
+            raise IndexError(f"seq {seq} is not in the log yet (last seq: {self.last_seq})")
+        return self._events[self._head + seq - self._first_seq]  # type: ignore[return-value]
+
+    def replay(self, after: int = 0) -> list[ev.Event]:
+        """Exactly the events with ``seq > after``, oldest first.
+
+        Raises :class:`LogTrimmed` when some of them were trimmed away — never a silent
+        gap.
+        """
+        if after < 0:
+            raise ValueError(f"after must be >= 0, got {after}")
+        if after + 1 < self._first_seq:
+            raise LogTrimmed(after, self._first_seq)
+        start = self._head + max(0, after + 1 - self._first_seq)
+        return self._events[start:]  # type: ignore[return-value]
+
+    def window(self, after: int, limit: int) -> list[ev.Event]:
+        """At most ``limit`` events with ``seq > after``, oldest first (a replay in
+        slices); raises :class:`LogTrimmed` like :meth:`replay`."""
+        if after + 1 < self._first_seq:
+            raise LogTrimmed(after, self._first_seq)
+        start = self._head + after + 1 - self._first_seq
+        return self._events[start : start + limit]  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[ev.Event]:
+        return iter(self._events[self._head :])  # type: ignore[arg-type]

@@ -1,0 +1,47 @@
+"""The runtime: sessions, their commands, and the agent loop.
+
+- :mod:`.control` — :class:`RunControl`, where a session's commands meet its loop;
+- :mod:`.publish` — the shielded, bounded publish of cleanup paths;
+- :mod:`.loop` — :class:`AgentLoop`: runs, steps, the model stream, tool calls;
+- :mod:`.session` — :class:`Session`: what it shows, its commands, its lifecycle, and
+  the seams a backend uses (``serve``, ``route_commands``, ``recover``);
+- :mod:`.backend` — the backend seam (:class:`SessionLog`, :class:`SessionHost`) and the
+  in-memory default;
+- :mod:`.runtime` — :class:`Runtime` and :func:`open_runtime`.
+"""
+
+from .backend import InMemory, SessionHost, SessionLog
+from .control import RunControl
+from .loop import YIELD_EVERY, AgentLoop, close_open_calls
+from .publish import CLEANUP_TIMEOUT, publish_shielded
+from .runtime import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_TOOL_CONCURRENCY,
+    DEFAULT_TOOL_TIMEOUT,
+    Runtime,
+    open_runtime,
+)
+from .session import SESSION_ID_RE, CommandRouter, Session, validate_session_id
+
+__all__ = [
+    "CLEANUP_TIMEOUT",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_TOOL_CONCURRENCY",
+    "DEFAULT_TOOL_TIMEOUT",
+    "SESSION_ID_RE",
+    "YIELD_EVERY",
+    "AgentLoop",
+    "CommandRouter",
+    "InMemory",
+    "RunControl",
+    "Runtime",
+    "Session",
+    "SessionHost",
+    "SessionLog",
+    "close_open_calls",
+    "open_runtime",
+    "publish_shielded",
+    "validate_session_id",
+]

@@ -1,0 +1,171 @@
+"""``open_runtime`` and the ``Runtime``: sessions sharing a model, tools and a nursery.
+
+Ownership: :func:`open_runtime` owns a nursery; each session is one task in it (its
+backend's ``run``: in memory, the agent loop), in its own cancel scope, and each step
+of a run opens a nursery of its own for the tool calls.  Leaving the runtime ends every
+run through the same cleanup path as a cancel, then joins every task: none outlives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Final
+
+import trio
+
+from .._bus import DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_EVENTS
+from .._core.model import Model
+from ..errors import SessionClosed, SessionLimitError
+from ..tools import Tool, ToolRegistry
+from .backend import InMemory, SessionLog
+from .session import Session, validate_session_id
+
+__all__ = [
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_TOOL_CONCURRENCY",
+    "DEFAULT_TOOL_TIMEOUT",
+    "MODEL_CLOSE_TIMEOUT",
+    "Runtime",
+    "open_runtime",
+]
+
+DEFAULT_MAX_STEPS: Final = 25
+"""Steps one run may take before it ends ``failed``: a model that keeps calling tools
+is a runaway, and each step costs a model call."""
+
+DEFAULT_TOOL_CONCURRENCY: Final = 8
+"""Tool calls running at once per runtime (a ``CapacityLimiter``): models ask for a few
+parallel calls per step; this bounds threads and sockets when many sessions do."""
+
+DEFAULT_TOOL_TIMEOUT: Final = 60.0
+"""Seconds a tool call may run before it ends with status ``timeout`` (a tool can set
+its own)."""
+
+DEFAULT_MAX_SESSIONS: Final = 10_000
+"""Sessions one runtime holds.  An idle session is a parked task and a small log;
+10,000 of them is well under a gigabyte."""
+
+MODEL_CLOSE_TIMEOUT: Final = 5.0
+"""Seconds the model's ``aclose()`` (its connection pool) may take when the runtime
+is left, shielded."""
+
+
+class Runtime:
+    """Sessions sharing one model, one tool registry and one tool limiter.  Made by
+    :func:`open_runtime`, which owns the nursery every session task runs in."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        model: Model,
+        tools: Iterable[Tool],
+        *,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        tool_concurrency: int = DEFAULT_TOOL_CONCURRENCY,
+        tool_timeout: float = DEFAULT_TOOL_TIMEOUT,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        log_max_events: int = DEFAULT_LOG_MAX_EVENTS,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log: SessionLog | None = None,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self._nursery = nursery
+        self.model = model
+        self.registry = ToolRegistry(tools)
+        self.max_steps = max_steps
+        self.limiter = trio.CapacityLimiter(tool_concurrency)
+        self.tool_timeout = tool_timeout
+        self.max_sessions = max_sessions
+        self.log_max_events = log_max_events
+        self.log_max_bytes = log_max_bytes
+        self.session_log: SessionLog = log if log is not None else InMemory()
+        self._sessions: dict[str, Session] = {}
+        self._closing = False
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        return self._sessions
+
+    def get_session(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    async def open_session(self, session_id: str) -> Session:
+        """The session ``session_id``: started now, or the live one with that id."""
+        validate_session_id(session_id)
+        while (existing := self._sessions.get(session_id)) is not None:
+            if existing.closed:
+                await existing.wait_closed()  # closing: the id is free once it is gone
+                continue
+            await existing.wait_started()  # (being started by another caller)
+            await trio.lowlevel.checkpoint()
+            if not existing.closed:
+                return existing
+        if self._closing:
+            raise SessionClosed("the runtime is closing")
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionLimitError(
+                f"can't open session {session_id!r}: the runtime already holds "
+                f"{self.max_sessions} sessions (max_sessions)"
+            )
+        host = self.session_log.host(
+            session_id, max_events=self.log_max_events, max_bytes=self.log_max_bytes
+        )
+        session = Session(self, session_id, host.bus, host.view)
+        self._sessions[session_id] = session
+        try:
+            await self._nursery.start(session.host, partial(host.run, session), self._forget)
+        except BaseException:
+            self._forget(session)
+            raise
+        return session
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+
+    def close(self) -> None:
+        """Begin leaving: no new sessions; every session task is cancelled (the
+        ``open_runtime`` block does this on exit)."""
+        self._closing = True
+        self._nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_runtime(
+    model: Model | None = None,
+    tools: Iterable[Tool] = (),
+    **options: Any,
+) -> AsyncIterator[Runtime]:
+    """``async with open_runtime(model=..., tools=[...]) as runtime:``
+
+    ``model`` defaults to the built-in scripted demo model (offline).  Options:
+    ``max_steps``, ``tool_concurrency``, ``tool_timeout``, ``max_sessions``,
+    ``log_max_events``, ``log_max_bytes``, ``log`` (where sessions live, e.g.
+    ``trio_agent.redis.open_redis_log(url)``; default: in memory).  On exit every run
+    still going ends ``cancelled`` and every task is joined; the model's ``aclose()`` is
+    called.
+    """
+    if model is None:
+        from ..models.scripted import ScriptedModel
+
+        model = ScriptedModel.demo()
+    try:
+        async with trio.open_nursery() as nursery:
+            runtime = Runtime(nursery, model, tools, **options)
+            try:
+                yield runtime
+            finally:
+                runtime.close()
+    except BaseExceptionGroup as group:
+        # The body's exception (or a session task's) comes wrapped by the nursery: a
+        # simple context manager re-raises it as it is.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(MODEL_CLOSE_TIMEOUT):
+            await model.aclose()

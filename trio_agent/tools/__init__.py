@@ -1,0 +1,40 @@
+"""Tools: functions a model may call.
+
+- :func:`tool` turns an async or sync function into a :class:`Tool` (the JSON schema of
+  its arguments from the signature, the description from the docstring);
+- :class:`ToolRegistry` holds the tools of a runtime by name;
+- :func:`execute_tool` runs one call under a limiter and a timeout and says how it went
+  as a :class:`ToolOutcome`;
+- the built-in tools :func:`calculator` and :func:`sleep` (:data:`DEMO_TOOLS`).
+"""
+
+from .builtin import (
+    DEMO_TOOLS,
+    MAX_CALC_BITS,
+    MAX_CALC_NESTING,
+    MAX_EXPRESSION_CHARS,
+    MAX_SLEEP_SECONDS,
+    calculator,
+    sleep,
+)
+from .execute import MAX_RESULT_BYTES, ToolOutcome, execute_tool
+from .registry import ToolRegistry
+from .tool import TOOL_NAME_PATTERN, Tool, schema_of, tool
+
+__all__ = [
+    "DEMO_TOOLS",
+    "MAX_CALC_BITS",
+    "MAX_CALC_NESTING",
+    "MAX_EXPRESSION_CHARS",
+    "MAX_RESULT_BYTES",
+    "MAX_SLEEP_SECONDS",
+    "TOOL_NAME_PATTERN",
+    "Tool",
+    "ToolOutcome",
+    "ToolRegistry",
+    "calculator",
+    "execute_tool",
+    "schema_of",
+    "sleep",
+    "tool",
+]
