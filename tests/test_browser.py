@@ -68,7 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "trio_agent._cli",
+            "trio_agent.cli",
             "serve",
             "--port",
             "0",

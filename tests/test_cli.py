@@ -11,12 +11,12 @@ from pathlib import Path
 import attrs
 import pytest
 
-from trio_agent._server import ServerLimits
 from trio_agent.testing import ScriptBuilder
+from trio_agent.transports import ServerLimits
 
 pytestmark = pytest.mark.timeout(60)
 
-TRIO_AGENT = [sys.executable, "-m", "trio_agent._cli"]
+TRIO_AGENT = [sys.executable, "-m", "trio_agent.cli"]
 
 
 def run_cli(*args: str, timeout: float = 45) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from trio_agent._server import ServerLimits
+from trio_agent.transports import ServerLimits
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 PROTOCOL = README.parent / "docs" / "protocol.md"

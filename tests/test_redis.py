@@ -520,7 +520,7 @@ async def serve_process(
     command = [
         sys.executable,
         "-m",
-        "trio_agent._cli",
+        "trio_agent.cli",
         "serve",
         "--port",
         "0",

@@ -289,7 +289,7 @@ async def test_the_demo_script(autojump_clock: trio.testing.MockClock) -> None:
     calls = [c for c in second if isinstance(c, ToolCallChunk)]
     assert calls[0].name == "sleep"
     assert orjson.loads("".join(c.arguments for c in calls)) == {"seconds": 3}
-    # The rest of the script belongs to the demo's narrative (trio_agent/_demo.py); it
+    # The rest of the script belongs to the demo's narrative (trio_agent/cli/demo.py); it
     # has an echo turn, and the model plays exactly the packaged file.
     packaged = resources.files("trio_agent").joinpath("scripts", "demo.json").read_bytes()
     assert model.script == orjson.loads(packaged)

@@ -40,17 +40,11 @@ from trio_websocket import (
 import trio_agent
 from trio_agent import events as ev
 from trio_agent._core import wire
-from trio_agent._server import (
-    AgentServer,
-    IdleSessions,
-    ServerLimits,
-    add_serve_arguments,
-    limits_from_args,
-    serve_command,
-    serve_websocket,
-)
+from trio_agent.cli.serve import add_serve_arguments, limits_from_args, serve_command
 from trio_agent.models import Chunk, Finish, Message, Model, TextDelta, ToolSpec
 from trio_agent.testing import ScriptBuilder, ScriptedModel, check_invariants
+from trio_agent.transports import AgentServer, ServerLimits, serve_websocket
+from trio_agent.transports.idle import IdleSessions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -757,7 +751,7 @@ async def test_idle_sessions_the_server_opened_are_closed_and_their_ids_freed() 
                         events, code, _ = await _closed(b)
                     assert code == 1013 and events[0]["code"] == "max_sessions"
                 assert first is not None
-                await first._stopped.wait()  # expired: no client, no run
+                await first.wait_closed()  # expired: no client, no run
                 assert s.runtime.get_session("a") is None
                 assert s.runtime.get_session("own") is own and not own.closed
                 assert s.runtime.get_session("kept") is not None
@@ -808,7 +802,7 @@ async def test_a_paused_session_is_not_expired() -> None:
                 await frame(ws)
             idle = s.runtime.get_session("idle")
             assert idle is not None
-            await idle._stopped.wait()
+            await idle.wait_closed()
             paused = s.runtime.get_session("paused")  # idle longer, but waiting for resume
             assert paused is not None and paused.state.status == "interrupted"
             async with open_websocket_url(s.url("paused")) as ws:
@@ -1095,7 +1089,7 @@ async def serve_process(
     path = tmp_path / "script.json"
     path.write_bytes(orjson.dumps(script))
     command_line = [
-        *(sys.executable, "-m", "trio_agent._cli", "serve", "--port", "0"),
+        *(sys.executable, "-m", "trio_agent.cli", "serve", "--port", "0"),
         *("--model", f"scripted:{path}", *flags),
     ]
     async with trio.open_nursery() as nursery:

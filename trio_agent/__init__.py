@@ -10,8 +10,10 @@ The public surface (DESIGN §4)::
 
 Submodules: :mod:`trio_agent.errors` (every exception, Closed vs Broken),
 :mod:`trio_agent.events` (event types and the wire codec),
-:mod:`trio_agent.models` (the model protocol and providers), :mod:`trio_agent.testing`
-(helpers for testing agents).
+:mod:`trio_agent.models` (the model protocol and providers),
+:mod:`trio_agent.transports` (the sessions over WebSocket, and the page, on one port),
+:mod:`trio_agent.testing` (helpers for testing agents), :mod:`trio_agent.cli` (the
+``trio-agent`` command line).
 """
 
 from ._bus import (
@@ -39,7 +41,6 @@ from ._runtime import (
     Session,
     open_runtime,
 )
-from ._server import AgentServer, ServerLimits, serve_websocket
 from .errors import (
     LogTrimmed,
     ModelError,
@@ -54,6 +55,7 @@ from .errors import (
 )
 from .events import Event
 from .tools import Tool, ToolOutcome, ToolRegistry, calculator, sleep, tool
+from .transports import AgentServer, ServerLimits, serve_websocket
 
 __all__ = [
     "CLEANUP_TIMEOUT",

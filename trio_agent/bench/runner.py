@@ -52,7 +52,7 @@ from . import BENCHMARKS
 from ._common import install_hint
 from .report import Json, machine, plot, render_markdown, summary
 
-__all__ = ["DEFAULT_OUT", "main"]
+__all__ = ["DEFAULT_OUT", "DESCRIPTION", "add_arguments", "main", "run"]
 
 DEFAULT_OUT: Final = "bench-results"
 """Where the report goes without ``--out`` (relative to the current directory)."""
@@ -138,11 +138,18 @@ def load(name: str) -> Bench:
 # ---- running -----------------------------------------------------------------------
 
 
+DESCRIPTION: Final = "Run the benchmark suite (ours and the baselines, in the same run)."
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trio-agent bench",
-        description="Run the benchmark suite (ours and the baselines, in the same run).",
-    )
+    parser = argparse.ArgumentParser(prog="trio-agent bench", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runner's options (``--quick``, ``--only``, ``--out``), on ``parser``: its own,
+    or the ``bench`` subcommand's of ``trio-agent``."""
     parser.add_argument("--quick", action="store_true", help="fewer events and runs (smoke)")
     parser.add_argument(
         "--only", nargs="+", metavar="NAME", default=None, help="run only these benchmarks"
@@ -153,7 +160,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"where to write the report (default: {DEFAULT_OUT})",
     )
-    return parser
 
 
 def _run_one(bench: Bench, quick: bool, progress: Callable[[str], None]) -> Json:
@@ -179,7 +185,11 @@ def _run_one(bench: Bench, quick: bool, progress: Callable[[str], None]) -> Json
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected benchmarks and write the report; returns the exit status."""
-    args = _parser().parse_args(argv)
+    return run(_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """:func:`main` with its arguments parsed (by a parser :func:`add_arguments` made)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

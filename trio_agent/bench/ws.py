@@ -1,7 +1,7 @@
 """``ws``: tokens delivered over WebSocket to a client in another process.
 
 - **Throughput.**  A scripted model streams ``n`` tokens as fast as it can; our server
-  (:func:`trio_agent._server.serve_websocket`) sends them to a plain ``websockets``
+  (:func:`trio_agent.transports.serve_websocket`) sends them to a plain ``websockets``
   client running in a separate process, which checks the text exactly and reports
   tokens per second from its ``user_input`` to the last token.  Baseline, measured in
   the same run with the same client: an asyncio ``websockets`` server that sends one
@@ -136,8 +136,8 @@ def _result(stdout: bytes, what: str) -> dict[str, Any]:
 def run_ours(n: int, delay: float) -> dict[str, Any]:
     """One run: a fresh runtime and server; the client in a child process."""
     from trio_agent import open_runtime
-    from trio_agent._server import serve_websocket
     from trio_agent.testing import ScriptBuilder, ScriptedModel
+    from trio_agent.transports import serve_websocket
 
     script = ScriptBuilder().turn(tokens=[token(i) for i in range(n)], delay=delay)
 

@@ -4,22 +4,25 @@ What it shows, offline and in about ten seconds: text streaming token by token; 
 call whose arguments stream in and then run; a steering message sent mid-run that the
 next step answers; a hard interrupt during a slow tool (the call ends ``cancelled``);
 resume with an instruction; ``done``; then the event timeline and the final state.
+(:func:`run_demo`; ``trio-agent demo [--speed X]`` is :func:`demo_command`.)
 """
 
 from __future__ import annotations
 
-from typing import Final
+import argparse
+from typing import TYPE_CHECKING, Final
 
 import trio
-from rich.console import Console
-from rich.table import Table
 
-from . import events as ev
-from ._runtime import Session, open_runtime
-from .models.scripted import ScriptedModel
-from .tools import DEMO_TOOLS
+from .. import events as ev
+from .._runtime import Session, open_runtime
+from ..models.scripted import ScriptedModel
+from ..tools import DEMO_TOOLS
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["add_demo_arguments", "demo_command", "run_demo"]
 
 PROMPT: Final = "What is (2+3)*7? Then take a short nap."
 STEER: Final = "Also, say hi to everyone watching!"
@@ -124,6 +127,8 @@ async def _render(
 
 
 def _report(console: Console, session: Session) -> None:
+    from rich.table import Table
+
     table = Table(title="event timeline", show_lines=False, header_style="bold")
     table.add_column("seq", justify="right")
     table.add_column("type")
@@ -155,7 +160,20 @@ def _report(console: Console, session: Session) -> None:
     console.print(final)
 
 
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``trio-agent demo``."""
+    parser.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """``trio-agent demo``; returns the exit status."""
+    return run_demo(speed=args.speed)
+
+
 def run_demo(speed: float = 1.0) -> int:
+    # (rich is imported here, not by ``import trio_agent.cli``: only the demo draws)
+    from rich.console import Console
+
     if not speed > 0:
         raise ValueError(f"speed must be positive, got {speed}")
     console = Console(highlight=False)

@@ -1,0 +1,233 @@
+"""One client of one session, whatever its framing: what a WebSocket client and an SSE
+stream share, so that there is one mechanism and two framings, not two copies.
+
+- :class:`Client` — a client's life: the *pump* (the UI consumer of DESIGN §1: one
+  bounded subscription, drained in batches, merged, one frame per batch — and what it
+  does when it is evicted, the log is trimmed, the session ends or the server drains),
+  the end decided for it (a close code and reason, or the peer gone), the flush of what
+  is left.  A transport subclasses it with :meth:`Client.send_frame` (its framing: how a
+  batch's wire dicts go out) and :meth:`Client.run` (its tasks: the pump and, for a
+  WebSocket, the command reader).  :meth:`AgentServer.attach
+  <trio_agent.transports.AgentServer.attach>` admits any ``Client``.
+- :class:`Counters` — what the clients of one server sent, for its ``statistics()``.
+- :func:`snapshot_of` — the ``state`` event a client without ``after`` gets first.
+- :func:`apply_command` — a client's command text parsed and applied, and the error
+  code and message the client gets when it is refused.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from .. import events as ev
+from .._bus import Subscription
+from .._core import wire
+from .._runtime import Session
+from ..errors import CommandError, LogTrimmed, SessionLogError, SessionStateError, SubscriberEvicted
+from .limits import CLOSE_EVICTED, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ServerLimits
+
+__all__ = ["Client", "Counters", "apply_command", "snapshot_of"]
+
+
+@attrs.define
+class Counters:
+    """What the clients of one server sent (every transport's clients add to it)."""
+
+    frames: int = 0
+    """Frames of events (a ``state`` snapshot or a batch), not of errors."""
+    events: int = 0
+    """Events in those batches, counting each merged one."""
+    merged: int = 0
+    """Events folded into the one before them (see ``wire.merge_events``)."""
+    errors: int = 0
+    """Client-only ``error`` events."""
+
+
+def snapshot_of(session: Session) -> ev.StateSnapshot:
+    """The ``state`` event of ``session`` now (the state subscribers see).  Taken in
+    the same synchronous step as the subscription is opened, its seq is exactly the seq
+    after which the subscription's live events start."""
+    state = session.state
+    return ev.StateSnapshot(
+        session=session.id,
+        run=state.run,
+        step=state.step,
+        seq=state.seq,
+        ts=time.time(),
+        state=state.to_dict(),
+    )
+
+
+async def apply_command(session: Session, text: str | bytes) -> tuple[str, str] | None:
+    """Parse the command ``text`` (DESIGN §6) and apply it to ``session``; None once it
+    is applied, else the ``(code, message)`` of the ``error`` the client gets."""
+    try:
+        command = wire.parse_command(text)
+    except CommandError as exc:
+        return exc.code, str(exc)
+    try:
+        await session.apply(command)
+    except SessionStateError as exc:
+        return "bad_state", str(exc)
+    except SessionLogError as exc:
+        return "log_unavailable", str(exc)
+    except (ValueError, TypeError) as exc:
+        return "bad_command", str(exc)
+    except trio.ClosedResourceError:
+        return "shutting_down", "the session is closing"
+    return None
+
+
+class Client(abc.ABC):
+    """One client of one session (see the module docstring).
+
+    Its life: ``end()`` decides how it ends and cancels ``scope`` (around its tasks);
+    ``close`` is the ``(code, reason)`` decided (None: none yet), ``gone`` that the peer
+    is gone and nothing more can be sent.  The server sets ``session`` when it attaches
+    the client, calls :meth:`run`, :meth:`flush` if the client was cancelled from
+    outside, and :meth:`drain` when it stops.
+    """
+
+    def __init__(self, counters: Counters, limits: ServerLimits) -> None:
+        self.counters = counters
+        self.limits = limits
+        self.session: Session | None = None  # set once attached
+        self.scope = trio.CancelScope()
+        self.close: tuple[int, str] | None = None
+        self.gone = False  # the peer is gone: no close frame to send
+        self.through: int | None = None  # draining: close 1001 once this seq is sent
+        self._waiting: trio.CancelScope | None = None  # around the pump's wait for events
+
+    # ---- what a transport provides --------------------------------------------------
+
+    @abc.abstractmethod
+    async def send_frame(self, events: list[dict[str, Any]]) -> bool:
+        """Send the wire dicts of one batch (merged, in ``seq`` order) as one frame of
+        this framing; False if it could not go out (the client is ended then)."""
+
+    @abc.abstractmethod
+    async def run(
+        self, session: Session, sub: Subscription, snapshot: ev.StateSnapshot | None
+    ) -> None:
+        """The client's tasks, inside ``scope``: at least :meth:`pump` of ``sub``."""
+
+    # ---- its end ----------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """Whether its end was decided (a close, or the peer gone): False for a client
+        cancelled from outside, which is owed what was published for it."""
+        return self.close is not None or self.gone
+
+    def end(self, code: int | None = None, reason: str = "", *, gone: bool = False) -> None:
+        """End this client: close with ``code`` (unless a close was decided already),
+        or, ``gone``, with no close frame (the peer is gone)."""
+        if gone:
+            self.gone = True
+        elif self.close is None and code is not None:
+            self.close = (code, reason)
+        self.scope.cancel()
+
+    def drain(self, through: int) -> None:
+        """Close with 1001 once every event up to seq ``through`` has gone out (the
+        server is stopping).  A pump waiting for events is woken; one sending a frame
+        finishes it first (a cancel now would cut the frame).  Synchronous, not a
+        checkpoint."""
+        self.through = through
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def refuse(self, code: str, message: str) -> None:
+        """Tell a client that can't go on why (an ``error`` ``code``); it is closed
+        with 1013 for a ``max_*`` limit, else 1008, and ``code: message``."""
+        self.close = (
+            CLOSE_TRY_AGAIN_LATER if code.startswith("max_") else CLOSE_EVICTED,
+            f"{code}: {message}",
+        )
+        await self.send_error(code, message)
+
+    # ---- sending ----------------------------------------------------------------------
+
+    async def send_events(self, batch: list[ev.Event]) -> bool:
+        """Send ``batch`` as one frame, consecutive text events merged."""
+        dicts, merged = wire.merge_events(batch)
+        if not await self.send_frame(dicts):
+            return False
+        self.counters.frames += 1
+        self.counters.events += len(batch)
+        self.counters.merged += merged
+        return True
+
+    async def send_error(self, code: str, message: str) -> bool:
+        """Send an ``error`` event for this client only (in no session's log)."""
+        self.counters.errors += 1
+        return await self.send_frame([wire.client_error(code, message).to_dict()])
+
+    # ---- the pump ---------------------------------------------------------------------
+
+    async def pump(self, sub: Subscription, snapshot: ev.StateSnapshot | None) -> None:
+        """The UI consumer: ``snapshot`` first (if any), then wait for events, drain all
+        that are waiting, send them as one frame (merged), repeat — until the client
+        is evicted, the log is trimmed past it, the session ends, or it is drained."""
+        if snapshot is not None:
+            if not await self.send_frame([snapshot.to_dict()]):
+                return
+            self.counters.frames += 1
+        while True:
+            if self.through is not None and sub.last_seq >= self.through:
+                self.end(CLOSE_GOING_AWAY, "server shutting down")  # drained
+                return
+            try:
+                batch = await self._next_batch(sub)
+            except SubscriberEvicted as exc:
+                message = (
+                    f"evicted: {exc.reason}; reconnect with ?after={exc.last_seq} to replay "
+                    "the rest"
+                )
+                self.close = (CLOSE_EVICTED, message)
+                await self.send_error("evicted", message)
+                self.end()
+                return
+            except LogTrimmed as exc:
+                message = f"{exc}; reconnect without after"
+                self.close = (CLOSE_EVICTED, f"log_trimmed: {message}")
+                await self.send_error("log_trimmed", message)
+                self.end()
+                return
+            except trio.EndOfChannel:
+                # (a client is drained once its server stops: then the session closing
+                # is the server shutting down)
+                reason = "server shutting down" if self.through is not None else "session closed"
+                self.end(CLOSE_GOING_AWAY, reason)
+                return
+            if batch is None:
+                continue  # woken by drain(): the check above ends the client
+            if not await self.send_events(batch):
+                return
+
+    async def _next_batch(self, sub: Subscription) -> list[ev.Event] | None:
+        """Wait for events and take every one waiting; None if ``drain()`` woke the
+        wait (a cancelled ``receive_batch`` takes nothing, so nothing is lost)."""
+        with trio.CancelScope() as self._waiting:
+            try:
+                # At most a subscriber's capacity per frame: a replay of a long log
+                # goes out in frames of bounded size.
+                return await sub.receive_batch(self.limits.subscriber_capacity)
+            finally:
+                self._waiting = None
+        return None
+
+    async def flush(self, sub: Subscription) -> None:
+        """Send every event waiting in ``sub`` (no waiting for more)."""
+        while True:
+            try:
+                batch = sub.receive_batch_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, SubscriberEvicted, LogTrimmed):
+                return
+            if not await self.send_events(batch):
+                return
