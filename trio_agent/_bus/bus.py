@@ -12,7 +12,8 @@ many tasks publish:
 5. it goes into every live subscriber's inbox, waking a receiver that waits.
 
 Three ways in: ``publish_new(cls, **fields)`` builds the event already stamped (the agent
-loop's way: one construction per event); ``publish(event)`` stamps a copy of an
+loop's way: one construction per event; ``publish_token_nowait(run, step, text)`` is
+the same for one model token, the hot path); ``publish(event)`` stamps a copy of an
 unstamped event (``seq == 0``); an event already stamped for this session with the next
 ``seq`` is published as it is (a replica copying another process's log).  Each has a
 ``_nowait`` twin.
@@ -128,7 +129,12 @@ class EventBus:
         return None
 
     def _commit(self, event: ev.Event) -> None:
-        """Steps 3–5 of a publish (see the module docstring) for a stamped event."""
+        """Steps 1 and 3–5 of a publish (see the module docstring) for a stamped event:
+        ``trio.WouldBlock`` (nothing published) if a lossless subscriber it is for is
+        full, else reduce, log and fan out."""
+        kind = event.type
+        if self._blocking and self._room_for(kind) is not None:
+            raise trio.WouldBlock  # every lossless subscriber has room, or nothing
         if type(event) is _TokenStream and (self._tokens or token_legal(self._state)):
             # Legal: a token changes neither status nor step (see ``state``).
             tokens = self._tokens
@@ -139,7 +145,6 @@ class EventBus:
         else:
             self._state = reduce(self.state, event)
         self.log.append(event)
-        kind = event.type
         for inbox in self._live:
             if inbox.types is not None and kind not in inbox.types:
                 continue
@@ -152,8 +157,8 @@ class EventBus:
             buf.append(event)
             if n >= inbox.peak:
                 inbox.peak = n + 1
-            if inbox.receivers:
-                inbox.receivers.unpark_all()
+            if inbox.receive_tasks:
+                inbox.wake_receivers()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -163,15 +168,29 @@ class EventBus:
         """Build an event of ``cls`` from ``fields``, stamped with this session, the next
         seq and the time, and publish it now; return it.
 
-        Raises ``trio.WouldBlock`` (building and publishing nothing) if a lossless
-        subscriber it is for is full, ``ProtocolError`` for bad fields and
+        Raises ``trio.WouldBlock`` (publishing nothing) if a lossless subscriber it is
+        for is full, ``ProtocolError`` for bad fields and
         ``ReduceError`` for an event illegal in the state (publishing nothing),
         ``SessionClosed`` after close.
         """
         self._check_open()
-        if self._blocking and self._room_for(cls.type) is not None:
-            raise trio.WouldBlock
         event = cls(session=self.session, seq=self.log.last_seq + 1, ts=self._clock(), **fields)
+        self._commit(event)
+        return event
+
+    def publish_token_nowait(self, run: int, step: int, text: str) -> ev.TokenStream:
+        """``publish_new_nowait(TokenStream, run=run, step=step, text=text)``, for the hot
+        path: one model token, one call."""
+        if self._closed:
+            self._check_open()
+        event = _TokenStream(
+            session=self.session,
+            run=run,
+            step=step,
+            seq=self.log.last_seq + 1,
+            ts=self._clock(),
+            text=text,
+        )
         self._commit(event)
         return event
 
@@ -184,8 +203,6 @@ class EventBus:
         an event stamped otherwise.
         """
         self._check_open()
-        if self._blocking and self._room_for(event.type) is not None:
-            raise trio.WouldBlock
         seq = self.log.last_seq + 1
         if event.seq == 0:
             event = event.stamped(self.session, seq, self._clock())

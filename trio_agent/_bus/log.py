@@ -14,7 +14,13 @@ from typing import Final
 from .._core import events as ev
 from ..errors import LogTrimmed
 
-__all__ = ["DEFAULT_LOG_MAX_BYTES", "DEFAULT_LOG_MAX_EVENTS", "EventLog", "event_size"]
+__all__ = [
+    "DEFAULT_LOG_MAX_BYTES",
+    "DEFAULT_LOG_MAX_EVENTS",
+    "TRIM_SLACK",
+    "EventLog",
+    "event_size",
+]
 
 DEFAULT_LOG_MAX_EVENTS: Final = 50_000
 """Events a session log keeps.  A long agent run is thousands to tens of thousands of
@@ -26,15 +32,26 @@ DEFAULT_LOG_MAX_BYTES: Final = 16 * 1024 * 1024
 """Approximate bytes a session log keeps (see :func:`event_size`).  Caps sessions whose events
 are large (big tool results) before the count limit does."""
 
+TRIM_SLACK: Final = 64
+"""The count bound is kept in batches: a log past ``max_events`` by ``max_events // 64``
+events is trimmed back to ``max_events`` at once, so that a long run (one token per
+event) pays for trimming every few hundred events instead of at every one.  The log
+holds at most ``max_events + max_events // 64`` (a 50,000-event log: 50,781); a small
+log is trimmed exactly."""
+
 _EVENT_OVERHEAD: Final = 200
 """Bytes counted per event on top of its text (object header, slots, the floats and
 ints): the byte budget is an estimate, computed in O(1) on the publish path."""
 
 
+_TOKEN: Final = ev.TokenStream
+
+
 def event_size(event: ev.Event) -> int:
-    """An estimate of what ``event`` costs to keep, without encoding it."""
+    """An estimate of what ``event`` costs to keep, without encoding it: its streamed
+    text, or its wire form, plus :data:`_EVENT_OVERHEAD`."""
     kind = type(event)
-    if kind is ev.TokenStream or kind is ev.Reasoning:
+    if kind is _TOKEN or kind is ev.Reasoning:
         return _EVENT_OVERHEAD + len(event.text)  # type: ignore[attr-defined]
     if kind is ev.ToolCallDelta:
         return _EVENT_OVERHEAD + len(event.delta)  # type: ignore[attr-defined]
@@ -44,11 +61,24 @@ def event_size(event: ev.Event) -> int:
 class EventLog:
     """The bounded, ordered log of one session's events.
 
-    Bounded by a count and an approximate byte budget; the oldest events are trimmed
-    first (their slots are cleared at once, so a trimmed event is freed then, not at
-    the next compaction).  Index access is O(1) (a list with a moving head, compacted
-    in amortized O(1)), so a replay cursor reads any position cheaply.
+    Bounded by a count (kept in batches, see :data:`TRIM_SLACK`) and an approximate
+    byte budget; the oldest events are trimmed first (their slots are cleared at once,
+    so a trimmed event is freed then, not at the next compaction).  Index access is
+    O(1) (a list with a moving head, compacted in amortized O(1)), so a replay cursor
+    reads any position cheaply.
     """
+
+    __slots__ = (
+        "_events",
+        "_first_seq",
+        "_head",
+        "_sizes",
+        "_trim_at",
+        "bytes",
+        "last_seq",
+        "max_bytes",
+        "max_events",
+    )
 
     def __init__(
         self,
@@ -61,6 +91,7 @@ class EventLog:
             )
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self._trim_at = max_events + max_events // TRIM_SLACK  # (seq - first_seq) bound
         self._events: list[ev.Event | None] = []
         self._sizes: list[int] = []
         self._head = 0  # index of the oldest event still held
@@ -86,7 +117,7 @@ class EventLog:
         self._sizes.append(size)
         self.last_seq = seq
         self.bytes += size
-        if seq - self._first_seq >= self.max_events or self.bytes > self.max_bytes:
+        if seq - self._first_seq >= self._trim_at or self.bytes > self.max_bytes:
             self._trim()
 
     def _trim(self) -> None:

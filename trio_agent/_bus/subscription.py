@@ -11,9 +11,11 @@ Each subscription has a policy:
   event and counts it.
 
 What the bus and a subscription share is an :class:`Inbox`: the buffer, who waits on
-it, and its counts.  The bus writes into it, the subscription reads from it; its
-``ParkingLot`` of receivers is the only record of who is waiting (as trio's channels ask
-theirs), so no count beside it can go stale when a waiting receiver is cancelled.
+it, and its counts.  The bus writes into it, the subscription reads from it.  Who waits
+to receive is recorded in one place, ``Inbox.receive_tasks``, as trio's memory channels
+record theirs: a waiting task is put there when it parks and taken out by whoever wakes
+it — the publisher, or trio's abort when its wait is cancelled, in the same scheduling
+step — so no count beside it can go stale.
 
 Replay-then-live has no seam: a subscription made with ``after=`` reads the log from a
 cursor and goes live — the bus starts filling its inbox — in the same synchronous step
@@ -29,7 +31,16 @@ from typing import Final, Literal
 
 import attrs
 import trio
-from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from .._core import events as ev
 from ..errors import LogTrimmed, SubscriberEvicted
@@ -68,9 +79,9 @@ class Inbox:
     """What the bus and one subscription share (see the module docstring).
 
     The bus appends to ``buffer`` (at most ``capacity``; a ``drop_oldest`` inbox drops
-    its oldest first and counts it) and wakes ``receivers``; the subscription takes from
-    ``buffer`` and wakes ``room`` (publishers waiting for it).  ``types`` is the filter
-    (None: every event).
+    its oldest first and counts it) and wakes ``receive_tasks``; the subscription takes
+    from ``buffer`` and wakes ``room`` (publishers waiting for it).  ``types`` is the
+    filter (None: every event).
     """
 
     __slots__ = (
@@ -81,7 +92,7 @@ class Inbox:
         "evicted",
         "peak",
         "policy",
-        "receivers",
+        "receive_tasks",
         "room",
         "types",
     )
@@ -91,18 +102,33 @@ class Inbox:
         self.capacity = capacity
         self.types = types
         self.policy: Policy = policy
-        self.receivers = ParkingLot()  # receive() waiting for an event
+        self.receive_tasks: dict[Task, None] = {}  # receive() waiting for an event
         self.room = ParkingLot()  # publishers waiting for room in the buffer
         self.peak = 0
         self.dropped = 0
         self.ended = False  # the bus closed: drain, then EndOfChannel
         self.evicted: str | None = None  # why the bus evicted it
 
+    async def wait(self) -> None:
+        """Park the calling task until :meth:`wake_receivers` (or its cancellation)."""
+        task = current_task()
+        tasks = self.receive_tasks
+        tasks[task] = None
+
+        def abort(_: object) -> Abort:
+            del tasks[task]  # cancelled while waiting: gone in the same step
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
     def wake_receivers(self) -> None:
-        # A burst of publishes wakes a parked receiver once: the first unpark empties
-        # the lot, and the rest find nobody there until it parks again.
-        if self.receivers:
-            self.receivers.unpark_all()
+        """Wake every waiting receiver.  A burst of publishes wakes one once: the first
+        wake-up empties ``receive_tasks``, and the rest find nobody there until it
+        waits again (the bus checks ``receive_tasks`` before calling this)."""
+        tasks = self.receive_tasks
+        for task in tasks:
+            reschedule(task)
+        tasks.clear()
 
     def end(self) -> None:
         """The bus closed: what is buffered is delivered, then ``EndOfChannel``."""
@@ -305,7 +331,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             try:
                 event = self.receive_nowait()
             except trio.WouldBlock:
-                await self.inbox.receivers.park()
+                await self.inbox.wait()
                 parked = True  # that was our schedule point: none more on the way out
                 continue
             if not parked:
@@ -320,7 +346,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             try:
                 batch = self.receive_batch_nowait(max_events)
             except trio.WouldBlock:
-                await self.inbox.receivers.park()
+                await self.inbox.wait()
                 parked = True
                 continue
             if not parked:
@@ -354,5 +380,5 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             dropped=inbox.dropped,
             replaying=self._cursor is not None,
             evicted=inbox.evicted,
-            tasks_waiting_receive=len(inbox.receivers),
+            tasks_waiting_receive=len(inbox.receive_tasks),
         )

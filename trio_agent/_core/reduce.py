@@ -356,9 +356,7 @@ def fold_tokens(s: State, events: Sequence[ev.TokenStream]) -> State:
         return s
     if not token_legal(s):
         reduce(s, events[0])  # raises the ReduceError that says why
-    text = s.text
-    for e in events:
-        text = text.append(e.text)
+    text = s.text.extend([e.text for e in events])
     fields = list(s)
     fields[_SEQ] = events[-1].seq
     fields[_TEXT] = text

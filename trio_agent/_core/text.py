@@ -8,6 +8,7 @@ a run of n fragments costs O(n²); a :class:`Text` costs O(n) and reads as a ``s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 __all__ = ["EMPTY", "Text"]
@@ -38,6 +39,16 @@ class Text(tuple):  # type: ignore[type-arg]
             parts = parts[:n]
         parts.append(text)
         return _tuple_new(Text, (parts, n + 1))
+
+    def extend(self, texts: Iterable[str]) -> Text:
+        """``append`` of each of ``texts`` in turn, in one step."""
+        parts, n = self
+        if n == 0:
+            parts = []
+        elif len(parts) != n:
+            parts = parts[:n]
+        parts.extend(texts)
+        return _tuple_new(Text, (parts, len(parts)))
 
     def tail(self, k: int) -> str:
         """The last ``k`` appended parts, joined (``k`` at most the parts appended)."""

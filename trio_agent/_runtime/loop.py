@@ -134,9 +134,26 @@ class AgentLoop:
             self._since_yield = 0
             await self.bus.publish_new(cls, **fields)
             return
+        if self._yield_due():
+            await trio.lowlevel.checkpoint()
+
+    def _yield_due(self) -> bool:
+        """Count one publish made without a schedule point; True every YIELD_EVERY."""
         self._since_yield += 1
-        if self._since_yield >= YIELD_EVERY:
+        if self._since_yield < YIELD_EVERY:
+            return False
+        self._since_yield = 0
+        return True
+
+    async def _token(self, run: int, step: int, text: str) -> None:
+        """``_emit`` of one token, through the bus's token entry (the hot path)."""
+        try:
+            self.bus.publish_token_nowait(run, step, text)
+        except trio.WouldBlock:
             self._since_yield = 0
+            await self.bus.publish_new(ev.TokenStream, run=run, step=step, text=text)
+            return
+        if self._yield_due():
             await trio.lowlevel.checkpoint()
 
     # ---- a run --------------------------------------------------------------------------
@@ -299,7 +316,6 @@ class AgentLoop:
         arguments are complete; return when the stream ended and every call did."""
         runtime = self.runtime
         assembler = ToolCallAssembler(id_prefix=f"call_r{run}s{step}_")
-        emit = self._emit
         async with trio.open_nursery() as tools:
             try:
                 stream = runtime.model.stream(self.bus.state.messages, runtime.registry.specs())
@@ -307,7 +323,7 @@ class AgentLoop:
                     async for chunk in chunks:
                         if type(chunk) is TextDelta:  # the common case first
                             if chunk.text:
-                                await emit(ev.TokenStream, run=run, step=step, text=chunk.text)
+                                await self._token(run, step, chunk.text)
                         elif isinstance(chunk, ToolCallChunk | ToolCallEnd):
                             await self._facts(run, step, assembler.feed(chunk), tools, outcome)
                         else:
@@ -329,7 +345,7 @@ class AgentLoop:
         emit = self._emit
         if isinstance(chunk, TextDelta):
             if chunk.text:
-                await emit(ev.TokenStream, run=run, step=step, text=chunk.text)
+                await self._token(run, step, chunk.text)
         elif isinstance(chunk, ReasoningDelta):
             if chunk.text:
                 await emit(ev.Reasoning, run=run, step=step, text=chunk.text)

@@ -20,6 +20,7 @@ import orjson
 import trio
 
 from .registry import ToolRegistry
+from .tool import Tool
 
 __all__ = ["MAX_RESULT_BYTES", "ToolOutcome", "execute_tool"]
 
@@ -77,27 +78,39 @@ async def execute_tool(
     if tool_ is None:
         known = ", ".join(repr(n) for n in registry.names()) or "none"
         return ToolOutcome.failed(f"unknown tool {name!r}; known tools: {known}")
-    errors = tool_.validator.iter_errors(dict(arguments))
-    error = jsonschema.exceptions.best_match(errors)
-    if error is not None:
+    plain = dict(arguments)
+    if not tool_.validator.is_valid(plain):  # (the error is worked out only when there is one)
+        error = jsonschema.exceptions.best_match(tool_.validator.iter_errors(plain))
+        assert error is not None
         return ToolOutcome.failed(_validation_message(name, error))
     seconds = tool_.timeout or timeout
-    async with limiter:
-        try:
-            with trio.fail_after(seconds) as scope:
-                if tool_.is_async:
-                    result = await tool_.fn(**arguments)
-                else:
-                    call = functools.partial(tool_.fn, **arguments)
-                    result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-        except trio.TooSlowError as exc:
-            if scope.cancelled_caught:
-                return ToolOutcome.failed(
-                    f"tool {name!r} timed out after {seconds:g} seconds", "timeout"
-                )
-            return ToolOutcome.failed(_describe(exc))
-        except Exception as exc:
-            return ToolOutcome.failed(_describe(exc))
+    try:
+        limiter.acquire_nowait()  # a token is free: no scheduler round trip
+    except trio.WouldBlock:
+        await limiter.acquire()
+    try:
+        return await _run(tool_, name, arguments, seconds)
+    finally:
+        limiter.release()
+
+
+async def _run(tool_: Tool, name: str, arguments: Mapping[str, Any], seconds: float) -> ToolOutcome:
+    """Run the tool (holding a token) within ``seconds``; its outcome."""
+    try:
+        with trio.fail_after(seconds) as scope:
+            if tool_.is_async:
+                result = await tool_.fn(**arguments)
+            else:
+                call = functools.partial(tool_.fn, **arguments)
+                result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+    except trio.TooSlowError as exc:
+        if scope.cancelled_caught:
+            return ToolOutcome.failed(
+                f"tool {name!r} timed out after {seconds:g} seconds", "timeout"
+            )
+        return ToolOutcome.failed(_describe(exc))
+    except Exception as exc:
+        return ToolOutcome.failed(_describe(exc))
     try:
         encoded = orjson.dumps(result)
     except TypeError as exc:
