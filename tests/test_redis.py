@@ -171,13 +171,14 @@ async def test_replica_sees_the_owners_run_and_its_interrupt_takes_effect(
                         await replica.interrupt("hard", reason="from b")
                     if isinstance(e, ev.Interrupted):
                         break
-                assert owner.state.status == "interrupted"
+                await wait_for(owner, lambda s: s.status == "interrupted")
                 await replica.resume("carry on")
                 async for e in events:
                     got.append(e)
                     if isinstance(e, ev.Done):
                         break
             assert [e.seq for e in got] == list(range(1, len(got) + 1))
+            await wait_for(owner, lambda s: s.seq == got[-1].seq)  # (its view, a hop behind)
             assert wires(got) == wires(list(owner.log))
             interrupts = [e for e in got if isinstance(e, ev.Interrupt)]
             assert [(i.mode, i.reason) for i in interrupts] == [("hard", "from b")]

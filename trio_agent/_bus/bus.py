@@ -266,6 +266,25 @@ class EventBus:
                 )
         return waited
 
+    async def wait_published(self, seq: int) -> None:
+        """Return once the log holds ``seq`` (at once, with no schedule point, if it
+        does).  Raises :class:`~trio_agent.errors.SessionClosed` if the bus closes
+        first.  (A command on a session whose visible bus lags its working one waits
+        here until its events are visible.)"""
+        if self.log.last_seq >= seq:
+            return
+        sub = self.open_subscription(capacity=1, policy="drop_oldest")
+        try:
+            while self.log.last_seq < seq:
+                try:
+                    await sub.receive()
+                except trio.EndOfChannel:
+                    raise SessionClosed(
+                        f"session {self.session!r} closed before seq {seq} was published"
+                    ) from None
+        finally:
+            sub.close()
+
     # ---- subscribing --------------------------------------------------------------
 
     def open_subscription(

@@ -213,9 +213,11 @@ class Session:
 
     async def apply(self, command: Command) -> None:
         """Carry out a command (as ``send``/``interrupt``/``resume``/``cancel`` do): the
-        one entry every transport and backend uses.  Raises ``SessionStateError``
-        (nothing changed) for a command that makes no sense now, ``SessionClosed`` once
-        the session is closing."""
+        one entry every transport and backend uses.  Returns once the events that
+        acknowledge it are visible (``state``, ``log`` and subscribers have them: on a
+        shared log, once they are durable).  Raises ``SessionStateError`` (nothing
+        changed) for a command that makes no sense now, ``SessionClosed`` once the
+        session is closing."""
         self._check_open()
         if self._router is not None:
             return await self._router(command)
@@ -223,19 +225,22 @@ class Session:
             decision = await self._accept(command)
             control = self._control
             ended = control.run_ended
-            if decision is None:
-                return  # (logged) a later event of the command could not be published
-            if decision.effect == "start_run":
-                control.start_run()
-            elif decision.effect == "resume":
-                control.resume()
-            elif decision.effect == "interrupt":
-                assert isinstance(command, Interrupt)
-                control.request_interrupt(command.mode, command.reason, command.grace)
-            elif decision.effect == "cancel":
-                control.request_cancel()
-        if decision.effect == "cancel":
+            if decision is not None:  # (None: logged, took effect only so far)
+                if decision.effect == "start_run":
+                    control.start_run()
+                elif decision.effect == "resume":
+                    control.resume()
+                elif decision.effect == "interrupt":
+                    assert isinstance(command, Interrupt)
+                    control.request_interrupt(command.mode, command.reason, command.grace)
+                elif decision.effect == "cancel":
+                    control.request_cancel()
+            acknowledged = self._bus.log.last_seq
+        if decision is not None and decision.effect == "cancel":
             await ended.wait()
+            acknowledged = self._bus.log.last_seq
+        # Visible, too: on a shared log the session shows only what it made durable.
+        await self._view.wait_published(acknowledged)
 
     def _check_open(self) -> None:
         if self.closed:
