@@ -33,6 +33,7 @@ system-deps:
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check trio_agent tests
 	$(BIN)/ruff format --check trio_agent tests
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
@@ -42,6 +43,7 @@ from trio_agent.models import (
     TextDelta,
     ToolCallChunk,
     ToolCallEnd,
+    make_client,
 )
 
 RECORDINGS = Path(__file__).parent / "recordings"
@@ -352,9 +354,65 @@ def assembled_calls(chunks: Iterable[Chunk]) -> list[tuple[Any, ...]] | None:
     ]
 
 
-def open_connections(client: httpx.AsyncClient) -> int:
-    """Connections the client's pool holds open (reaches into httpx's transport: the
-    only way to see, without yielding to the scheduler, that a stream let go of its
-    connection at once rather than when the garbage collector got to it)."""
-    pool = client._transport._pool  # type: ignore[attr-defined]
-    return sum(not connection.is_closed() for connection in pool.connections)
+class CountingTransport(httpx.AsyncBaseTransport):
+    """A transport that counts the response streams it handed out and that are not
+    closed yet (httpx's transport API): how a test sees, without yielding to the
+    scheduler, that a stream let go of its response at once rather than when the
+    garbage collector got to it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.open = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.open += 1
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Counted(response, self),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Counted(httpx.AsyncByteStream):
+    def __init__(self, response: httpx.Response, transport: CountingTransport) -> None:
+        self.response = response
+        self.transport = transport
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.response.aiter_raw():
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.open -= 1
+        await self.response.aclose()
+
+
+_TRANSPORTS: weakref.WeakKeyDictionary[httpx.AsyncClient, CountingTransport] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def counting_client() -> httpx.AsyncClient:
+    """``make_client(trust_env=False)`` whose open responses :func:`open_responses` counts."""
+    made: list[CountingTransport] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        made.append(CountingTransport(inner))
+        return made[0]
+
+    client = make_client(trust_env=False, wrap_transport=wrap)
+    _TRANSPORTS[client] = made[0]
+    return client
+
+
+def open_responses(client: httpx.AsyncClient) -> int:
+    """Responses of ``client`` (made by :func:`counting_client`) not closed yet."""
+    return _TRANSPORTS[client].open

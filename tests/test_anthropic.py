@@ -15,7 +15,8 @@ from provider_server import (
     assembled_calls,
     byte_cuts,
     collect,
-    open_connections,
+    counting_client,
+    open_responses,
     recording,
     recording_names,
     start_provider_server,
@@ -127,7 +128,7 @@ def make_model(server_url: str, client: httpx.AsyncClient, **kwargs: Any) -> Ant
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(trust_env=False) as client:
+    async with counting_client() as client:
         yield client
 
 
@@ -441,7 +442,7 @@ async def test_connection_is_reused_between_steps(
     model = make_model(server.url, client)
     with trio.fail_after(5):
         await collect(model.stream([Message("user", "hi")], []))
-        assert open_connections(client) == 1  # read to its end, back in the pool
+        assert open_responses(client) == 0  # read to its end and released (reused below)
         await collect(model.stream([Message("user", "hi")], []))
     first, second = server.requests
     assert first.client_port == second.client_port

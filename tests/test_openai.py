@@ -15,7 +15,8 @@ from provider_server import (
     assembled_calls,
     byte_cuts,
     collect,
-    open_connections,
+    counting_client,
+    open_responses,
     recording,
     recording_names,
     start_provider_server,
@@ -135,7 +136,7 @@ def make_model(server_url: str, client: httpx.AsyncClient, **kwargs: Any) -> Ope
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(trust_env=False) as client:
+    async with counting_client() as client:
         yield client
 
 
@@ -388,7 +389,7 @@ async def test_model_closes_only_the_client_it_made(client: httpx.AsyncClient) -
     assert not client.is_closed
     own = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1")
     await own.aclose()
-    assert own._client.is_closed
+    assert own.client.is_closed
 
 
 async def test_chunks_are_yielded_as_they_arrive(
@@ -418,7 +419,7 @@ async def test_connection_is_reused_between_steps(
     model = make_model(server.url, client)
     with trio.fail_after(5):
         await collect(model.stream([Message("user", "hi")], []))
-        assert open_connections(client) == 1  # read to its end, back in the pool
+        assert open_responses(client) == 0  # read to its end and released (reused below)
         await collect(model.stream([Message("user", "hi")], []))
     first, second = server.requests
     assert first.client_port == second.client_port

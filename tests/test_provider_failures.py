@@ -14,7 +14,8 @@ from provider_server import (
     Reply,
     collect,
     collect_until_error,
-    open_connections,
+    counting_client,
+    open_responses,
     recording,
     start_provider_server,
 )
@@ -63,7 +64,7 @@ PROMPT = [Message("user", "hi")]
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(trust_env=False) as client:
+    async with counting_client() as client:
         yield client
 
 
@@ -467,9 +468,9 @@ async def test_aclose_at_a_yield_closes_the_connection(
         async for chunk in stream:
             if isinstance(chunk, TextDelta):
                 break
-        assert open_connections(client) == 1
+        assert open_responses(client) == 1
         await stream.aclose()
-        assert open_connections(client) == 0  # at once, not when garbage-collected
+        assert open_responses(client) == 0  # at once, not when garbage-collected
         await server.disconnected.wait()
 
 
@@ -488,7 +489,7 @@ async def test_aclose_in_a_cancelled_scope_closes_the_connection(
         with trio.CancelScope() as step_scope:
             step_scope.cancel()
             await stream.aclose()
-        assert open_connections(client) == 0
+        assert open_responses(client) == 0
         await server.disconnected.wait()
 
 

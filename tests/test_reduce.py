@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -147,7 +148,7 @@ def stamped(log: list[ev.Event]) -> list[ev.Event]:
 
 
 def _with(event: ev.Event, **changes: Any) -> ev.Event:
-    fields = {n: getattr(event, n) for n in type(event)._names}
+    fields = {f.name: getattr(event, f.name) for f in attrs.fields(type(event))}
     return type(event)(**{**fields, **changes})
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from . import events as ev
+from ._core import events as ev
 from ._core.model import Chunk, Message, Model, ToolSpec
 from ._core.reduce import reduce
 from ._core.state import State, initial_state

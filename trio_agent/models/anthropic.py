@@ -127,7 +127,7 @@ class AnthropicModel(HTTPModel):
             retry=retry,
         )
         self.max_tokens = max_tokens
-        self._extra_headers["anthropic-version"] = ANTHROPIC_VERSION
+        self.extra_headers["anthropic-version"] = ANTHROPIC_VERSION
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key}
@@ -146,7 +146,7 @@ class AnthropicModel(HTTPModel):
             body["system"] = self.system
         if tools:
             body["tools"] = [to_anthropic_tool(spec) for spec in tools]
-        body.update(self._extra_body)
+        body.update(self.extra_body)
         return body
 
     async def stream(
@@ -155,7 +155,7 @@ class AnthropicModel(HTTPModel):
         """Stream one model call's chunks (see the module docstring)."""
         request = self.request(messages, tools)
         decoder = _EventDecoder(request)
-        async with aclosing(stream_sse(self._client, request, self.retry)) as events:
+        async with aclosing(stream_sse(self.client, request, self.retry)) as events:
             async for event in events:
                 if isinstance(event, Retrying):
                     yield event

@@ -15,7 +15,7 @@ generator closes the connection at once.  ``trio.Cancelled`` is never caught her
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar, cast
 
@@ -93,21 +93,29 @@ def make_client(
     max_connections: int = MAX_CONNECTIONS,
     max_keepalive_connections: int = MAX_KEEPALIVE_CONNECTIONS,
     trust_env: bool = True,
+    wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` (a connection pool) set up for streaming model calls.
 
     Whoever creates the client owns it and must ``aclose()`` it; a model that makes its
     own closes it in its ``aclose()``.  ``trust_env`` keeps httpx's reading of the proxy
-    and certificate environment variables.
+    and certificate environment variables.  ``wrap_transport`` wraps the pool's
+    transport (httpx's transport API: to observe or change each request — tests count
+    the response streams left open with it).
     """
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
+    )
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(
+        limits=limits, trust_env=trust_env
+    )
+    if wrap_transport is not None:
+        transport = wrap_transport(transport)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
         ),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive_connections,
-        ),
+        transport=transport,
         trust_env=trust_env,
     )
 
@@ -353,10 +361,14 @@ class HTTPModel:
         self.url = f"{self.base_url}{self.PATH}"
         self._api_key = api_key if api_key is not None else os.environ.get(self.KEY_ENV)
         self._owns_client = client is None
-        self._client = make_client() if client is None else client
+        self.client = make_client() if client is None else client
+        """The connection pool requests go through (the caller's, or made here and
+        closed by :meth:`aclose`)."""
         self.system = system
-        self._extra_body = dict(extra_body or {})
-        self._extra_headers = dict(extra_headers or {})
+        self.extra_body = dict(extra_body or {})
+        """Fields merged into every request body (provider options)."""
+        self.extra_headers = dict(extra_headers or {})
+        """Headers sent with every request."""
         self.retry = retry
 
     def __repr__(self) -> str:
@@ -372,7 +384,7 @@ class HTTPModel:
 
     def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ProviderRequest:
         """The request for one model call."""
-        headers = dict(self._extra_headers)
+        headers = dict(self.extra_headers)
         if self._api_key:
             headers.update(self.auth_headers(self._api_key))
         return ProviderRequest(
@@ -387,4 +399,4 @@ class HTTPModel:
     async def aclose(self) -> None:
         """Close the connection pool, if this model made it."""
         if self._owns_client:
-            await self._client.aclose()
+            await self.client.aclose()

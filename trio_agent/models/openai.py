@@ -119,7 +119,7 @@ class OpenAIChatModel(HTTPModel):
             body["tools"] = [to_openai_tool(spec) for spec in tools]
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
-        body.update(self._extra_body)
+        body.update(self.extra_body)
         return body
 
     async def stream(
@@ -128,7 +128,7 @@ class OpenAIChatModel(HTTPModel):
         """Stream one model call's chunks (see the module docstring)."""
         request = self.request(messages, tools)
         decoder = _ChunkDecoder(request)
-        async with aclosing(stream_sse(self._client, request, self.retry)) as events:
+        async with aclosing(stream_sse(self.client, request, self.retry)) as events:
             async for event in events:
                 if isinstance(event, Retrying):
                     yield event

@@ -23,22 +23,19 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import coredis
 import orjson
 import trio
 from coredis import PureToken
-from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
 from .._bus import DEFAULT_LOG_MAX_EVENTS
 from .._core import events as ev
-from ..errors import LeaseLost, LogTrimmed, RedisLogError, SessionStateError
+from ..errors import LeaseLost, LogTrimmed, RedisLogError
 from .defaults import (
-    BACKOFF_MAX,
-    BACKOFF_MIN,
     COMMAND_REPLY_TIMEOUT,
     COMMAND_STREAM_MAXLEN,
     DEFAULT_BLOCK,
@@ -49,34 +46,22 @@ from .defaults import (
     READ_BATCH,
     REPLY_TTL,
 )
+from .outage import backoff, unavailable
 from .scripts import APPEND, RELEASE, RENEW, REPLY
+from .verdicts import raise_refusal
 
 __all__ = [
-    "VERDICTS",
     "RedisLog",
     "RedisStatistics",
-    "backoff",
     "decode_entry",
     "open_redis_log",
     "seq_of",
-    "unavailable",
 ]
 
 if TYPE_CHECKING:
     from .replica import SessionReplica
 
 logger = logging.getLogger("trio_agent.redis")
-
-
-VERDICTS: Final[Mapping[str, Callable[[str], Exception]]] = {
-    "bad_state": SessionStateError,
-    "bad_command": ValueError,
-    "closing": trio.ClosedResourceError,
-}
-"""A forwarded command's refusals, as the owner names them in its verdict, and what the
-forwarding call raises for each (with the owner's message): what the same command
-raises in one process, so the server answers the client alike (``bad_state``,
-``bad_command``, ``shutting_down``).  The one other verdict is ``accepted``."""
 
 
 def seq_of(identifier: bytes | str) -> int:
@@ -92,32 +77,6 @@ def decode_entry(entry: Any) -> ev.Event:
             f"log entry {entry.identifier!r} carries seq {event.seq}: the stream is corrupt"
         )
     return event
-
-
-def unavailable(exc: BaseException) -> bool:
-    """``exc`` says Redis could not be reached or answered no more (coredis raises
-    some of these from inside its task groups, as exception groups)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(unavailable(e) for e in exc.exceptions)
-    return isinstance(exc, RedisError | OSError) and not isinstance(
-        exc, coredis.exceptions.ResponseError
-    )
-
-
-def backoff(attempt: int) -> float:
-    return float(min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt))
-
-
-def raise_refusal(verdict: Mapping[str, Any]) -> None:
-    """Nothing if the owner accepted the command; else what its refusal means."""
-    code = verdict.get("verdict")
-    message = str(verdict.get("message", ""))
-    if code == "accepted":
-        return
-    refusal = VERDICTS.get(str(code))
-    if refusal is None:
-        raise RedisLogError(f"the owner answered with an unknown verdict {code!r}: {message}")
-    raise refusal(message)
 
 
 @attrs.frozen(slots=True)

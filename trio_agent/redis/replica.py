@@ -36,7 +36,8 @@ from .._core import wire
 from .._core.commands import Command
 from ..errors import LeaseLost, SessionStateError
 from .defaults import RELAY_CAPACITY, RELAY_STALL_TIMEOUT, REPLY_SEND_TIMEOUT, WRITE_BATCH
-from .log import RedisLog, backoff, unavailable
+from .log import RedisLog
+from .outage import backoff, unavailable
 
 if TYPE_CHECKING:
     from .._runtime.session import Session

@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import trio
 
-from .. import events as ev
 from .._bus import Subscription
+from .._core import events as ev
 from .._core import wire
 from .._runtime import Session
 from ..errors import CommandError, LogTrimmed, SessionLogError, SessionStateError, SubscriberEvicted

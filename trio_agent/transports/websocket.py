@@ -23,8 +23,8 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from .. import events as ev
 from .._bus import Subscription
+from .._core import events as ev
 from .._runtime import Session
 from .client import Client, Counters, apply_command
 from .http import Access, Refused, Request, seq_param, session_id_param
