@@ -1,8 +1,8 @@
 # Set-up is two commands on a fresh Debian machine (as root):
 #   make demo   — create .venv, install, run the terminal demo on the scripted model (offline)
-#   make test   — create .venv with the test extras, install the system components the
-#                 tests need (Chromium), then ruff, mypy, the test suite and a benchmark
-#                 smoke run
+#   make test   — create .venv with the test and bench extras; ruff (check, format), mypy and
+#                 the import contract (lint-imports); install the system components the tests
+#                 use (Chromium, redis-server); the test suite; a benchmark smoke run (--quick)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
