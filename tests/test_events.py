@@ -41,8 +41,10 @@ json_values = st.recursive(
 )
 json_objects = st.dictionaries(st.text(), json_values, max_size=5)
 
+command_ids = st.none() | st.text(min_size=1, max_size=64)
+
 FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
-    "user_input": {"text": texts},
+    "user_input": {"text": texts, "command_id": command_ids},
     "run_started": {},
     "thinking": {},
     "token_stream": {"text": texts},
@@ -50,9 +52,16 @@ FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "tool_call_start": {"call_id": texts, "name": texts},
     "tool_call_delta": {"call_id": texts, "delta": texts},
     "tool_call": {"call_id": texts, "name": texts, "arguments": json_objects},
+    "tool_approval_requested": {"call_id": texts, "name": texts, "arguments": json_objects},
+    "tool_approval": {
+        "call_id": texts,
+        "approved": st.booleans(),
+        "reason": texts,
+        "command_id": command_ids,
+    },
     "tool_result": {
         "call_id": texts,
-        "status": st.sampled_from(["ok", "error", "timeout", "cancelled"]),
+        "status": st.sampled_from(["ok", "error", "timeout", "cancelled", "denied"]),
         "result": json_values,
         "error": st.none() | texts,
     },
@@ -60,14 +69,16 @@ FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "mode": st.sampled_from(["soft", "hard"]),
         "reason": texts,
         "grace": st.none() | st.floats(0, 1e6) | st.integers(0, 10**6),
+        "command_id": command_ids,
     },
     "interrupted": {"mode": st.sampled_from(["soft", "hard"]), "reason": texts},
-    "resume": {"instruction": st.none() | texts},
+    "resume": {"instruction": st.none() | texts, "command_id": command_ids},
     "error": {"code": texts, "message": texts, "retryable": st.booleans()},
     "done": {
         "status": st.sampled_from(["completed", "cancelled", "failed"]),
         "text": texts,
         "usage": st.fixed_dictionaries({}, optional={"input_tokens": ints, "output_tokens": ints}),
+        "command_id": command_ids,
     },
     "state": {"state": json_objects},
 }
@@ -127,6 +138,8 @@ def test_round_trip_through_dict(event: ev.Event) -> None:
 
 MINIMAL: dict[str, dict[str, Any]] = {
     "tool_call": {"arguments": {"k": "v"}},
+    "tool_approval_requested": {"arguments": {"k": "v"}},
+    "tool_approval": {"approved": False},
     "tool_result": {"status": "error"},
     "interrupt": {"mode": "hard"},
     "interrupted": {"mode": "soft"},
@@ -233,7 +246,7 @@ BAD_INPUT: list[tuple[str, str]] = [
     (
         '{"type": "tool_result", "call_id": "c1"}',
         r"missing field 'status' in 'tool_result' event "
-        r"\(expected 'cancelled' or 'error' or 'ok' or 'timeout'\)",
+        r"\(expected 'cancelled' or 'denied' or 'error' or 'ok' or 'timeout'\)",
     ),
     (
         '{"type": "interrupt"}',
@@ -320,12 +333,12 @@ BAD_INPUT: list[tuple[str, str]] = [
     (
         '{"type": "tool_result", "call_id": "c1", "status": "fine"}',
         r"field 'status' of 'tool_result' event: "
-        r"expected 'cancelled' or 'error' or 'ok' or 'timeout', got 'fine'",
+        r"expected 'cancelled' or 'denied' or 'error' or 'ok' or 'timeout', got 'fine'",
     ),
     (
         '{"type": "tool_result", "call_id": "c1", "status": null}',
         r"field 'status' of 'tool_result' event: "
-        r"expected 'cancelled' or 'error' or 'ok' or 'timeout', got null",
+        r"expected 'cancelled' or 'denied' or 'error' or 'ok' or 'timeout', got null",
     ),
 ]
 
@@ -431,7 +444,8 @@ CONSTRUCTION: list[tuple[type[ev.Event], dict[str, Any], str]] = [
     (
         ev.ToolResult,
         {"call_id": "c", "status": "OK"},
-        T.format("status", "tool_result") + "'cancelled' or 'error' or 'ok' or 'timeout', got 'OK'",
+        T.format("status", "tool_result")
+        + "'cancelled' or 'denied' or 'error' or 'ok' or 'timeout', got 'OK'",
     ),
     (
         ev.Error,

@@ -217,7 +217,7 @@ def assert_gapless(events: Sequence[Event], after: int) -> int:
         (
             '{"op": "fly"}',
             "unknown_op",
-            "unknown op 'fly'; expected one of user_input, interrupt, resume, cancel",
+            "unknown op 'fly'; expected one of user_input, interrupt, resume, cancel, approve",
         ),
         (
             '{"op": "user_input"}',

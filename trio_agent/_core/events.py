@@ -24,18 +24,30 @@ per event.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, Self, TypeAlias
+from collections.abc import Mapping
+from typing import Any, Final
 
 import attrs
 import orjson
 
 from ..errors import ProtocolError
+from .event import (
+    ANY_JSON,
+    EVENT_TYPES,
+    MODES,
+    OPT_STR,
+    STR,
+    Event,
+    describe,
+    event_type,
+    json_type,
+)
 from .frozen import JSON, FrozenDict, FrozenList, freeze
 
 __all__ = [
+    "DONE_STATUSES",
     "EVENT_TYPES",
+    "TOOL_STATUSES",
     "Done",
     "Error",
     "Event",
@@ -50,6 +62,8 @@ __all__ = [
     "StateSnapshot",
     "Thinking",
     "TokenStream",
+    "ToolApproval",
+    "ToolApprovalRequested",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallStart",
@@ -58,222 +72,33 @@ __all__ = [
     "freeze",
     "from_dict",
     "from_wire",
+    "loads",
 ]
 
 
-_TYPE_NAMES: Final = {
-    str: "str",
-    int: "int",
-    float: "number",
-    bool: "bool",
-    dict: "object",
-    list: "array",
-}
-
-# A field check: (name, accepted types, may be None, allowed values or None)
-_Check: TypeAlias = tuple[str, tuple[type, ...], bool, frozenset[str] | None]
-
-
-def _describe(types: tuple[type, ...], optional: bool, choices: frozenset[str] | None) -> str:
-    if choices is not None:
-        text = " or ".join(repr(c) for c in sorted(choices))
-    elif types == ():
-        text = "any JSON value"
-    else:
-        text = " or ".join(
-            _TYPE_NAMES.get(t, t.__name__) for t in types if t is not int or float not in types
-        )
-    return text + (" or null" if optional else "")
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class Event:
-    """Fields every event carries.
-
-    ``session``, ``seq`` and ``ts`` are stamped by ``Session.publish``; ``run`` counts
-    from 1 in each session and ``step`` from 1 in each run (0 where not in one).
-    """
-
-    type: ClassVar[str] = ""
-    _checks: ClassVar[tuple[_Check, ...]] = ()
-    _names: ClassVar[tuple[str, ...]] = ()
-
-    session: str = ""
-    run: int = 0
-    step: int = 0
-    seq: int = 0
-    ts: float = 0.0
-
-    def __attrs_post_init__(self) -> None:
-        # One generated check per class (see ``_compile_check``), not one validator
-        # per field: events are built on the token hot path.  Only when it fails does
-        # the generic loop run, to say which field is wrong and why.
-        if not self._fast_check():
-            self._check()
-
-    def _fast_check(self) -> bool:  # replaced per class by ``_compile_check``
-        return False
-
-    def _check(self) -> None:
-        """Raise :class:`ProtocolError` naming the first field that is wrong."""
-        for name, types, optional, choices in self._checks:
-            value = getattr(self, name)
-            if value is None:
-                if optional:
-                    continue
-            elif (
-                types == ()
-                or (isinstance(value, types) and (type(value) is not bool or bool in types))
-            ) and (choices is None or value in choices):
-                continue
-            raise ProtocolError(
-                f"field {name!r} of {self.type!r} event: expected "
-                f"{_describe(types, optional, choices)}, got "
-                + (
-                    repr(value)
-                    if choices is not None and isinstance(value, str)
-                    else _json_type(value)
-                )
-            )
-        ts = self.ts
-        if not math.isfinite(ts):  # JSON has no NaN or infinity
-            raise ProtocolError(
-                f"field 'ts' of {self.type!r} event: expected a finite number, got {ts!r}"
-            )
-
-    def _check_json(self, name: str) -> None:
-        """Field ``name`` must be a JSON value (orjson encodes it): caught here, not
-        when the event is first sent or folded."""
-        try:
-            orjson.dumps(getattr(self, name))
-        except orjson.JSONEncodeError as exc:
-            raise ProtocolError(
-                f"field {name!r} of {self.type!r} event: expected a JSON value, {exc}"
-            ) from None
-
-    def _freeze(self, name: str) -> None:
-        value = getattr(self, name)
-        frozen = freeze(value)
-        if frozen is not value:
-            object.__setattr__(self, name, frozen)
-
-    def stamped(self, session: str, seq: int, ts: float) -> Self:
-        """A copy of this event with the session, ``seq`` and time set: what publishing
-        an unstamped event does (``EventBus.publish``)."""
-        return attrs.evolve(self, session=session, seq=seq, ts=ts)
-
-    def to_dict(self) -> dict[str, JSON]:
-        """The wire form as a plain dict (``type`` first)."""
-        out: dict[str, JSON] = {"type": self.type}
-        for name in self._names:
-            out[name] = getattr(self, name)
-        return out
-
-    def to_wire(self) -> bytes:
-        """The wire form: one JSON object, UTF-8."""
-        return orjson.dumps(self.to_dict())
-
-
-_BASE_CHECKS: Final[tuple[_Check, ...]] = (
-    ("session", (str,), False, None),
-    ("run", (int,), False, None),
-    ("step", (int,), False, None),
-    ("seq", (int,), False, None),
-    ("ts", (float, int), False, None),
-)
-
-EVENT_TYPES: dict[str, type[Event]] = {}
-
-
-def _compile_check(
-    checks: tuple[_Check, ...],
-) -> tuple[Callable[[Event], bool], Callable[[Event], None]]:
-    """A function that says whether an event passes ``checks`` (and has a finite
-    ``ts``), as one boolean expression over exact types; and the same as an
-    ``__attrs_post_init__`` (one call per event built instead of two, for the event
-    types with no checks of their own).
-
-    Generated, as attrs generates ``__init__``: a loop over the checks costs about three
-    times as much, and this runs once per event built.  Exact types are stricter than
-    the ``isinstance`` of :meth:`Event._check`; a value that fails here (a subclass, say)
-    is judged there.
-    """
-    env: dict[str, object] = {}
-    terms = []
-    for i, (name, types, optional, choices) in enumerate(checks):
-        if not types:
-            continue
-        alternatives = []
-        for j, kind in enumerate(types):
-            env[f"_t{i}_{j}"] = kind
-            alternatives.append(f"type(self.{name}) is _t{i}_{j}")
-        term = " or ".join(alternatives)
-        if optional:
-            term = f"self.{name} is None or {term}"
-        if choices is not None:
-            env[f"_c{i}"] = choices
-            term = f"({term}) and self.{name} in _c{i}"
-        terms.append(f"({term})")
-    terms.append("self.ts - self.ts == 0")  # false for NaN and infinities
-    condition = " and ".join(terms)
-    source = (
-        f"def fast_check(self):\n    return {condition}\n"
-        f"def post_init(self):\n    if not ({condition}):\n        self._check()\n"
-    )
-    exec(compile(source, "<trio_agent.events check>", "exec"), env)
-    return env["fast_check"], env["post_init"]  # type: ignore[return-value]
-
-
-def _event(type_name: str, **checks: tuple[tuple[type, ...], bool, frozenset[str] | None]) -> Any:
-    """Register an event class under its wire ``type`` with its field checks."""
-
-    def register(cls: type[Event]) -> type[Event]:
-        cls.type = type_name
-        cls._checks = _BASE_CHECKS + tuple((n, *spec) for n, spec in checks.items())
-        cls._names = tuple(a.name for a in attrs.fields(cls))
-        fast_check, post_init = _compile_check(cls._checks)
-        cls._fast_check = fast_check  # type: ignore[method-assign,assignment]
-        if cls.__attrs_post_init__ is Event.__attrs_post_init__:
-            cls.__attrs_post_init__ = post_init  # type: ignore[method-assign,assignment]
-        EVENT_TYPES[type_name] = cls
-        return cls
-
-    return register
-
-
-_STR: Final = ((str,), False, None)
-_OPT_STR: Final = ((str,), True, None)
-_ANY: Final = ((), True, None)
-_MODES: Final = ((str,), False, frozenset({"soft", "hard"}))
-
-
-@_event("user_input", text=_STR)
+@event_type("user_input", text=STR, command_id=OPT_STR)
 @attrs.frozen(slots=True, kw_only=True)
 class UserInput(Event):
-    """A user message was accepted: it starts a run, or steers the running one."""
+    """A user message was accepted: it starts a run, or steers the running one.
+    ``command_id``: the id the command carried, if any (so it is applied once)."""
 
     text: str
+    command_id: str | None = None
 
 
-@_event("run_started")
+@event_type("run_started")
 @attrs.frozen(slots=True, kw_only=True)
 class RunStarted(Event):
     """Run ``run`` began."""
 
 
-@_event("thinking")
+@event_type("thinking")
 @attrs.frozen(slots=True, kw_only=True)
 class Thinking(Event):
     """Step ``step`` began: the model is being called."""
 
 
-@_event("token_stream", text=_STR)
+@event_type("token_stream", text=STR)
 @attrs.frozen(slots=True, kw_only=True)
 class TokenStream(Event):
     """Answer text from the model (one or more tokens)."""
@@ -281,7 +106,7 @@ class TokenStream(Event):
     text: str
 
 
-@_event("reasoning", text=_STR, signature=_OPT_STR, redacted=_OPT_STR)
+@event_type("reasoning", text=STR, signature=OPT_STR, redacted=OPT_STR)
 @attrs.frozen(slots=True, kw_only=True)
 class Reasoning(Event):
     """Reasoning text from the model, shown apart from the answer (not in DESIGN §2:
@@ -298,7 +123,7 @@ class Reasoning(Event):
     redacted: str | None = None
 
 
-@_event("tool_call_start", call_id=_STR, name=_STR)
+@event_type("tool_call_start", call_id=STR, name=STR)
 @attrs.frozen(slots=True, kw_only=True)
 class ToolCallStart(Event):
     """The model began tool call ``call_id``."""
@@ -307,7 +132,7 @@ class ToolCallStart(Event):
     name: str
 
 
-@_event("tool_call_delta", call_id=_STR, delta=_STR)
+@event_type("tool_call_delta", call_id=STR, delta=STR)
 @attrs.frozen(slots=True, kw_only=True)
 class ToolCallDelta(Event):
     """A fragment of the call's JSON arguments, as streamed."""
@@ -316,7 +141,7 @@ class ToolCallDelta(Event):
     delta: str
 
 
-@_event("tool_call", call_id=_STR, name=_STR, arguments=((dict,), False, None))
+@event_type("tool_call", call_id=STR, name=STR, arguments=((dict,), False, None))
 @attrs.frozen(slots=True, kw_only=True)
 class ToolCall(Event):
     """Arguments complete and parsed; execution begins."""
@@ -327,23 +152,59 @@ class ToolCall(Event):
 
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
-        self._check_json("arguments")
-        self._freeze("arguments")
+        self.check_json("arguments")
+        self.freeze_field("arguments")
 
 
-TOOL_STATUSES: Final = frozenset({"ok", "error", "timeout", "cancelled"})
+@event_type("tool_approval_requested", call_id=STR, name=STR, arguments=((dict,), False, None))
+@attrs.frozen(slots=True, kw_only=True)
+class ToolApprovalRequested(Event):
+    """The call needs a person's approval before it runs (DESIGN §9): it waits for
+    ``tool_approval``; the other calls of the step go on meanwhile."""
+
+    call_id: str
+    name: str
+    arguments: Mapping[str, JSON]
+
+    def __attrs_post_init__(self) -> None:
+        Event.__attrs_post_init__(self)
+        self.check_json("arguments")
+        self.freeze_field("arguments")
 
 
-@_event(
+@event_type(
+    "tool_approval",
+    call_id=STR,
+    approved=((bool,), False, None),
+    reason=STR,
+    command_id=OPT_STR,
+)
+@attrs.frozen(slots=True, kw_only=True)
+class ToolApproval(Event):
+    """The decision on a call that waited for approval: approved, it runs; denied, it
+    ends ``denied`` with ``reason`` (which the model reads).  ``command_id``: the id of
+    the ``approve`` command, if it carried one (a timeout's decision has none)."""
+
+    call_id: str
+    approved: bool
+    reason: str = ""
+    command_id: str | None = None
+
+
+TOOL_STATUSES: Final = frozenset({"ok", "error", "timeout", "cancelled", "denied"})
+
+
+@event_type(
     "tool_result",
-    call_id=_STR,
+    call_id=STR,
     status=((str,), False, TOOL_STATUSES),
-    result=_ANY,
-    error=_OPT_STR,
+    result=ANY_JSON,
+    error=OPT_STR,
 )
 @attrs.frozen(slots=True, kw_only=True)
 class ToolResult(Event):
-    """The call ended: ``result`` when ``status`` is ``ok``, else ``error`` says why."""
+    """The call ended: ``result`` when ``status`` is ``ok``, else ``error`` says why
+    (``denied``: a person said no, or nobody said yes in time)."""
 
     call_id: str
     status: str
@@ -353,11 +214,13 @@ class ToolResult(Event):
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
         if self.result is not None:
-            self._check_json("result")
-            self._freeze("result")
+            self.check_json("result")
+            self.freeze_field("result")
 
 
-@_event("interrupt", mode=_MODES, reason=_STR, grace=((float, int), True, None))
+@event_type(
+    "interrupt", mode=MODES, reason=STR, grace=((float, int), True, None), command_id=OPT_STR
+)
 @attrs.frozen(slots=True, kw_only=True)
 class Interrupt(Event):
     """An interrupt request was accepted."""
@@ -365,9 +228,10 @@ class Interrupt(Event):
     mode: str
     reason: str = ""
     grace: float | None = None
+    command_id: str | None = None
 
 
-@_event("interrupted", mode=_MODES, reason=_STR)
+@event_type("interrupted", mode=MODES, reason=STR)
 @attrs.frozen(slots=True, kw_only=True)
 class Interrupted(Event):
     """The run is paused after (soft) or at (hard) ``step``, waiting for ``resume``."""
@@ -376,15 +240,16 @@ class Interrupted(Event):
     reason: str = ""
 
 
-@_event("resume", instruction=_OPT_STR)
+@event_type("resume", instruction=OPT_STR, command_id=OPT_STR)
 @attrs.frozen(slots=True, kw_only=True)
 class Resume(Event):
     """The run continues; the instruction, if any, is a new user message."""
 
     instruction: str | None = None
+    command_id: str | None = None
 
 
-@_event("error", code=_STR, message=_STR, retryable=((bool,), False, None))
+@event_type("error", code=STR, message=STR, retryable=((bool,), False, None))
 @attrs.frozen(slots=True, kw_only=True)
 class Error(Event):
     """Something failed: the step is retried (``retryable``) or the run ends ``failed``.
@@ -401,20 +266,23 @@ class Error(Event):
 DONE_STATUSES: Final = frozenset({"completed", "cancelled", "failed"})
 
 
-@_event(
+@event_type(
     "done",
     status=((str,), False, DONE_STATUSES),
-    text=_STR,
+    text=STR,
     usage=((dict,), False, None),
+    command_id=OPT_STR,
 )
 @attrs.frozen(slots=True, kw_only=True)
 class Done(Event):
     """The run ended. ``text`` is the run's final answer; ``usage`` counts tokens
-    (``{"input_tokens": n, "output_tokens": n}``)."""
+    (``{"input_tokens": n, "output_tokens": n}``); ``command_id``: the id of the
+    ``cancel`` that ended it, if it carried one."""
 
     status: str
     text: str = ""
     usage: Mapping[str, int] = attrs.field(factory=dict)
+    command_id: str | None = None
 
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
@@ -422,12 +290,12 @@ class Done(Event):
             if type(value) is not int:
                 raise ProtocolError(
                     f"field 'usage' of 'done' event: expected an object of int counts, "
-                    f"got {key!r}: {_json_type(value)}"
+                    f"got {key!r}: {json_type(value)}"
                 )
-        self._freeze("usage")
+        self.freeze_field("usage")
 
 
-@_event("state", state=((dict,), False, None))
+@event_type("state", state=((dict,), False, None))
 @attrs.frozen(slots=True, kw_only=True)
 class StateSnapshot(Event):
     """A snapshot of the reduced state (``State.to_dict()``), sent to a client when it
@@ -437,18 +305,18 @@ class StateSnapshot(Event):
 
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
-        self._freeze("state")
+        self.freeze_field("state")
 
 
 def from_dict(obj: object) -> Event:
     """Build an event from its decoded wire form, or raise :class:`ProtocolError`."""
     if not isinstance(obj, dict):
-        raise ProtocolError(f"expected a JSON object, got {_json_type(obj)}")
+        raise ProtocolError(f"expected a JSON object, got {json_type(obj)}")
     kind = obj.get("type")
     if kind is None:
         raise ProtocolError("missing field 'type'")
     if not isinstance(kind, str):
-        raise ProtocolError(f"field 'type': expected str, got {_json_type(kind)}")
+        raise ProtocolError(f"field 'type': expected str, got {json_type(kind)}")
     cls = EVENT_TYPES.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown event type {kind!r}")
@@ -462,9 +330,9 @@ def from_dict(obj: object) -> Event:
         kwargs[name] = value
     for name, field in fields.items():
         if name not in kwargs and field.default is attrs.NOTHING:
-            check = next(c for c in cls._checks if c[0] == name)
+            check = next(c for c in cls.field_checks if c[0] == name)
             raise ProtocolError(
-                f"missing field {name!r} in {kind!r} event (expected {_describe(*check[1:])})"
+                f"missing field {name!r} in {kind!r} event (expected {describe(*check[1:])})"
             )
     return cls(**kwargs)
 

@@ -2,7 +2,7 @@
 
 A model is anything with ``stream(messages, tools)`` returning an async iterator of
 chunks.  The agent loop never looks inside a provider: it feeds chunks to the sans-I/O
-tool-call assembler (``trio_agent._assembler``) and publishes what that produces.
+tool-call assembler (``trio_agent._core.assembler``) and publishes what that produces.
 """
 
 from __future__ import annotations

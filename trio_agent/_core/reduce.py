@@ -26,7 +26,7 @@ import orjson
 from ..errors import ReduceError
 from . import events as ev
 from .model import Message, ReasoningBlock, ToolCallRecord, Usage
-from .state import STATUSES, State, ToolCallState
+from .state import COMMAND_ID_WINDOW, OPEN_CALL_STATUSES, STATUSES, State, ToolCallState
 from .text import EMPTY
 
 __all__ = ["HANDLERS", "TRANSITIONS", "fold_tokens", "reduce", "replay", "token_legal"]
@@ -46,6 +46,8 @@ _RUNNING: Final[_Row] = {
     "tool_call_start": SAME,
     "tool_call_delta": SAME,
     "tool_call": "acting",  # a tool runs
+    "tool_approval_requested": SAME,  # ... or waits for a person first
+    "tool_approval": SAME,
     "tool_result": SAME,
     "interrupt": SAME,  # accepted; it takes effect at ``interrupted``
     "interrupted": "interrupted",
@@ -151,16 +153,29 @@ def _update_call(
 
 
 def _open_calls_error(s: State, event_type: str) -> None:
-    open_calls = [c.call_id for c in s.tool_calls if c.status in ("streaming", "running")]
+    open_calls = [c.call_id for c in s.tool_calls if c.status in OPEN_CALL_STATUSES]
     if open_calls:
         raise ReduceError(f"{event_type} while tool calls {open_calls!r} have no tool_result")
+
+
+def _remember(s: State, command_id: str | None, seq: int) -> tuple[tuple[str, int], ...]:
+    """The window of applied command ids with ``command_id`` (if any) applied at ``seq``."""
+    if command_id is None:
+        return s.command_ids
+    ids = (*s.command_ids, (command_id, seq))
+    return ids[-COMMAND_ID_WINDOW:] if len(ids) > COMMAND_ID_WINDOW else ids
 
 
 # ---- handlers: every field but the status -------------------------------------------
 
 
 def _user_input(s: State, e: ev.UserInput) -> State:
-    return _evolve(s, seq=e.seq, pending_inputs=(*s.pending_inputs, e.text))
+    return _evolve(
+        s,
+        seq=e.seq,
+        pending_inputs=(*s.pending_inputs, e.text),
+        command_ids=_remember(s, e.command_id, e.seq),
+    )
 
 
 def _run_started(s: State, e: ev.RunStarted) -> State:
@@ -249,10 +264,44 @@ def _call(s: State, e: ev.ToolCall) -> State:
     return _evolve(s, seq=e.seq, tool_calls=calls)
 
 
+def _approval_requested(s: State, e: ev.ToolApprovalRequested) -> State:
+    calls = _update_call(
+        s,
+        e.call_id,
+        e.type,
+        "running",
+        lambda c: _evolve(c, status="awaiting_approval", approval="requested"),
+    )
+    return _evolve(s, seq=e.seq, tool_calls=calls)
+
+
+def _approval(s: State, e: ev.ToolApproval) -> State:
+    decision = "approved" if e.approved else "denied"
+    calls = _update_call(
+        s,
+        e.call_id,
+        e.type,
+        "awaiting_approval",
+        lambda c: _evolve(c, status="running", approval=decision),
+    )
+    return _evolve(s, seq=e.seq, tool_calls=calls, command_ids=_remember(s, e.command_id, e.seq))
+
+
 def _result(s: State, e: ev.ToolResult) -> State:
     c = s.call(e.call_id)
-    # A call whose arguments never parsed ends without a tool_call: from "streaming".
-    expected = "running" if c is None or c.status != "streaming" else "streaming"
+    # A call whose arguments never parsed ends without a tool_call: from "streaming";
+    # a call cancelled while it waited for approval ends from "awaiting_approval".
+    expected = "running" if c is None or c.status not in OPEN_CALL_STATUSES else c.status
+    approval = c.approval if c is not None else None
+    if (
+        c is not None
+        and e.status != "cancelled"
+        and (e.status == "denied") != (approval == "denied")
+    ):
+        raise ReduceError(
+            f"tool_result {e.status!r} for tool call {e.call_id!r}, whose approval is "
+            f"{approval or 'not needed'}"
+        )
     calls = _update_call(
         s,
         e.call_id,
@@ -264,7 +313,7 @@ def _result(s: State, e: ev.ToolResult) -> State:
 
 
 def _interrupt(s: State, e: ev.Interrupt) -> State:
-    return _evolve(s, seq=e.seq, interrupting=e.mode)
+    return _evolve(s, seq=e.seq, interrupting=e.mode, command_ids=_remember(s, e.command_id, e.seq))
 
 
 def _interrupted(s: State, e: ev.Interrupted) -> State:
@@ -274,7 +323,9 @@ def _interrupted(s: State, e: ev.Interrupted) -> State:
 
 def _resume(s: State, e: ev.Resume) -> State:
     pending = s.pending_inputs if e.instruction is None else (*s.pending_inputs, e.instruction)
-    return _evolve(s, seq=e.seq, pending_inputs=pending)
+    return _evolve(
+        s, seq=e.seq, pending_inputs=pending, command_ids=_remember(s, e.command_id, e.seq)
+    )
 
 
 def _error(s: State, e: ev.Error) -> State:
@@ -291,6 +342,7 @@ def _done(s: State, e: ev.Done) -> State:
         messages=_close_step(s, cut=e.status != "completed"),
         usage=usage,
         done_text=e.text,
+        command_ids=_remember(s, e.command_id, e.seq),
     )
 
 
@@ -305,6 +357,8 @@ HANDLERS: Final[Mapping[str, _Handler]] = {
     "tool_call_start": _call_start,
     "tool_call_delta": _call_delta,
     "tool_call": _call,
+    "tool_approval_requested": _approval_requested,
+    "tool_approval": _approval,
     "tool_result": _result,
     "interrupt": _interrupt,
     "interrupted": _interrupted,

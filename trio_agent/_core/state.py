@@ -15,16 +15,35 @@ from .model import Message, ReasoningBlock, Usage
 from .text import EMPTY as _EMPTY
 from .text import Text
 
-__all__ = ["STATUSES", "State", "ToolCallState", "initial_state"]
+__all__ = [
+    "COMMAND_ID_WINDOW",
+    "OPEN_CALL_STATUSES",
+    "STATUSES",
+    "State",
+    "ToolCallState",
+    "initial_state",
+]
 
 STATUSES: Final = ("idle", "thinking", "acting", "interrupted", "done", "error")
+
+OPEN_CALL_STATUSES: Final = frozenset({"streaming", "running", "awaiting_approval"})
+"""The statuses of a tool call that has no ``tool_result`` yet."""
+
+COMMAND_ID_WINDOW: Final = 1024
+"""Command ids a session remembers (with the seq of the event that applied each), the
+newest kept: a client that retries a command after a reconnect does so within seconds
+and a few commands, so a thousand covers every retry a person's clicks can make, while
+a state snapshot stays small.  Rebuilt by replaying the log, so a session recovered by
+another process remembers them too (within what its log still holds)."""
 
 
 class ToolCallState(NamedTuple):
     """A tool call of the current step.
 
-    ``status`` is ``streaming`` (arguments arriving), ``running`` (executing), or the
-    ``tool_result`` status.
+    ``status`` is ``streaming`` (arguments arriving), ``running`` (executing),
+    ``awaiting_approval`` (held until a person decides, DESIGN §9), or the
+    ``tool_result`` status.  ``approval`` is ``None`` for a call that needs none, else
+    ``requested``, ``approved`` or ``denied``.
     """
 
     call_id: str
@@ -34,6 +53,7 @@ class ToolCallState(NamedTuple):
     arguments: Mapping[str, Any] | None = None
     result: Any = None
     error: str | None = None
+    approval: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +64,7 @@ class ToolCallState(NamedTuple):
             "arguments": self.arguments,
             "result": self.result,
             "error": self.error,
+            "approval": self.approval,
         }
 
 
@@ -60,7 +81,9 @@ class State(NamedTuple):
       ``reasoning`` they cover;
     - ``pending_inputs``: user messages accepted but not yet given to the model;
     - ``interrupting``: the mode of an accepted interrupt not yet taken effect;
-    - ``usage``: tokens of the last finished run; ``error``: the last error event.
+    - ``usage``: tokens of the last finished run; ``error``: the last error event;
+    - ``command_ids``: ``(id, seq)`` of the newest commands applied that carried an id
+      (at most :data:`COMMAND_ID_WINDOW`), oldest first.
     """
 
     session: str = ""
@@ -80,6 +103,7 @@ class State(NamedTuple):
     usage: Usage = Usage()
     error: ev.Error | None = None
     done_text: str = ""
+    command_ids: tuple[tuple[str, int], ...] = ()
 
     @property
     def running(self) -> bool:
@@ -90,6 +114,19 @@ class State(NamedTuple):
         for call in self.tool_calls:
             if call.call_id == call_id:
                 return call
+        return None
+
+    @property
+    def pending_approvals(self) -> tuple[ToolCallState, ...]:
+        """The step's calls waiting for a person's decision."""
+        return tuple(c for c in self.tool_calls if c.status == "awaiting_approval")
+
+    def applied(self, command_id: str) -> int | None:
+        """The seq of the event that applied the command ``command_id``, if the session
+        remembers it (see :data:`COMMAND_ID_WINDOW`)."""
+        for cid, seq in reversed(self.command_ids):
+            if cid == command_id:
+                return seq
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +141,7 @@ class State(NamedTuple):
             "text": str(self.text),
             "reasoning": str(self.reasoning),
             "tool_calls": [c.to_dict() for c in self.tool_calls],
+            "pending_approvals": [c.to_dict() for c in self.pending_approvals],
             "pending_inputs": list(self.pending_inputs),
             "interrupting": self.interrupting,
             "usage": {

@@ -19,10 +19,11 @@ import orjson
 
 from ..errors import CommandError
 from . import events as ev
-from .commands import OPS, Cancel, Command, Interrupt, Resume, UserInput
+from .commands import MAX_COMMAND_ID, OPS, Approve, Cancel, Command, Interrupt, Resume, UserInput
 
 __all__ = [
     "OPS",
+    "ack",
     "client_error",
     "command_to_wire",
     "encode_frame",
@@ -35,13 +36,27 @@ _STR: Final = "str"
 _OPT_STR: Final = "str or null"
 _OPT_NUMBER: Final = "a non-negative number or null"
 _MODE: Final = "'hard' or 'soft'"
+_BOOL: Final = "bool"
+_ID: Final = f"a string of 1 to {MAX_COMMAND_ID} characters"
+_ANY_ID: Final = {"id": (_ID, False)}  # every op may carry one (DESIGN §6)
 
 # op -> {field: (what it must be, required)}
 _OPS: Final[Mapping[str, Mapping[str, tuple[str, bool]]]] = {
-    "user_input": {"text": (_STR, True)},
-    "interrupt": {"mode": (_MODE, False), "reason": (_STR, False), "grace": (_OPT_NUMBER, False)},
-    "resume": {"instruction": (_OPT_STR, False)},
-    "cancel": {},
+    "user_input": {"text": (_STR, True), **_ANY_ID},
+    "interrupt": {
+        "mode": (_MODE, False),
+        "reason": (_STR, False),
+        "grace": (_OPT_NUMBER, False),
+        **_ANY_ID,
+    },
+    "resume": {"instruction": (_OPT_STR, False), **_ANY_ID},
+    "cancel": {**_ANY_ID},
+    "approve": {
+        "call_id": (_STR, True),
+        "approved": (_BOOL, True),
+        "reason": (_STR, False),
+        **_ANY_ID,
+    },
 }
 
 assert tuple(_OPS) == OPS
@@ -70,6 +85,10 @@ def _valid(kind: str, value: object) -> bool:
         return value is None or isinstance(value, str)
     if kind == _MODE:
         return value in ("soft", "hard")
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _ID:
+        return isinstance(value, str) and 1 <= len(value) <= MAX_COMMAND_ID
     if kind == _OPT_NUMBER:
         if value is None:
             return True
@@ -123,8 +142,9 @@ def parse_command(data: str | bytes) -> Command:
             raise CommandError(
                 "bad_command", f"missing field {name!r} in {op!r} op (expected {kind})"
             )
+    cid = obj.get("id")
     if op == "user_input":
-        return UserInput(obj["text"])
+        return UserInput(obj["text"], id=cid)
     if op == "interrupt":
         mode = obj.get("mode", "soft")
         grace = obj.get("grace")
@@ -132,26 +152,41 @@ def parse_command(data: str | bytes) -> Command:
             raise CommandError(
                 "bad_command", "field 'grace' of 'interrupt' op: only a soft interrupt has a grace"
             )
-        return Interrupt(mode, obj.get("reason", ""), None if grace is None else float(grace))
+        return Interrupt(
+            mode, obj.get("reason", ""), None if grace is None else float(grace), id=cid
+        )
     if op == "resume":
-        return Resume(obj.get("instruction"))
-    return Cancel()
+        return Resume(obj.get("instruction"), id=cid)
+    if op == "approve":
+        return Approve(obj["call_id"], obj["approved"], obj.get("reason", ""), id=cid)
+    return Cancel(id=cid)
 
 
 def command_to_wire(command: Command) -> dict[str, Any]:
     """The wire form of ``command`` (``parse_command`` of its JSON gives it back): how a
     command travels to another process."""
+    out: dict[str, Any]
     if isinstance(command, UserInput):
-        return {"op": "user_input", "text": command.text}
-    if isinstance(command, Interrupt):
-        out: dict[str, Any] = {"op": "interrupt", "mode": command.mode, "reason": command.reason}
+        out = {"op": "user_input", "text": command.text}
+    elif isinstance(command, Interrupt):
+        out = {"op": "interrupt", "mode": command.mode, "reason": command.reason}
         if command.grace is not None:
             out["grace"] = command.grace
-        return out
-    if isinstance(command, Resume):
-        return {"op": "resume", "instruction": command.instruction}
-    assert isinstance(command, Cancel)
-    return {"op": "cancel"}
+    elif isinstance(command, Resume):
+        out = {"op": "resume", "instruction": command.instruction}
+    elif isinstance(command, Approve):
+        out = {
+            "op": "approve",
+            "call_id": command.call_id,
+            "approved": command.approved,
+            "reason": command.reason,
+        }
+    else:
+        assert isinstance(command, Cancel)
+        out = {"op": "cancel"}
+    if command.id is not None:
+        out["id"] = command.id
+    return out
 
 
 # ---- server frames ---------------------------------------------------------------------
@@ -218,6 +253,13 @@ def encode_frame(events: Sequence[ev.Event]) -> tuple[str, int]:
     how many events were merged away (see :func:`merge_events`)."""
     dicts, merged = merge_events(events)
     return orjson.dumps(dicts).decode(), merged
+
+
+def ack(command_id: str, seq: int) -> dict[str, Any]:
+    """What a client gets for a command whose id the session had applied already (it
+    is not applied again): ``{"type": "ack", "command_id": …, "seq": …}``, ``seq`` the
+    event that applied it (DESIGN §6)."""
+    return {"type": "ack", "command_id": command_id, "seq": seq}
 
 
 def client_error(code: str, message: str) -> ev.Error:

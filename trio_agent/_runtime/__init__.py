@@ -11,8 +11,9 @@
 """
 
 from .backend import InMemory, SessionHost, SessionLog
+from .calls import ToolCalls, close_open_calls
 from .control import RunControl
-from .loop import YIELD_EVERY, AgentLoop, close_open_calls
+from .loop import YIELD_EVERY, AgentLoop
 from .publish import CLEANUP_TIMEOUT, publish_shielded
 from .runtime import (
     DEFAULT_MAX_SESSIONS,
@@ -22,7 +23,7 @@ from .runtime import (
     Runtime,
     open_runtime,
 )
-from .session import SESSION_ID_RE, CommandRouter, Session, validate_session_id
+from .session import SESSION_ID_RE, Applied, CommandRouter, Session, validate_session_id
 
 __all__ = [
     "CLEANUP_TIMEOUT",
@@ -33,6 +34,7 @@ __all__ = [
     "SESSION_ID_RE",
     "YIELD_EVERY",
     "AgentLoop",
+    "Applied",
     "CommandRouter",
     "InMemory",
     "RunControl",
@@ -40,6 +42,7 @@ __all__ = [
     "Session",
     "SessionHost",
     "SessionLog",
+    "ToolCalls",
     "close_open_calls",
     "open_runtime",
     "publish_shielded",

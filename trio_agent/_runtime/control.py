@@ -12,16 +12,31 @@ bus.
 - ``step_scope``: the cancel scope of the step in progress (a hard interrupt or a
   cancel cancels it now; a soft interrupt's grace becomes its deadline);
 - ``run_ended``: set when the current run has published its ``done``;
+- ``approvals``: the calls waiting for a person's decision (DESIGN §9), each with the
+  cancel scope of its wait (a soft interrupt ends those waits: it does not wait for a
+  human) and the decision once it is made;
 - :meth:`wake` / :meth:`sleep`: the loop sleeps until a command wakes it.
 """
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from .._core.commands import InterruptMode
 
-__all__ = ["RunControl"]
+__all__ = ["PendingApproval", "RunControl"]
+
+
+@attrs.define(eq=False)
+class PendingApproval:
+    """One call waiting for approval: ``decided`` is set with the decision (or the wait's
+    ``scope`` is cancelled by a soft interrupt)."""
+
+    decided: trio.Event = attrs.Factory(trio.Event)
+    approved: bool = False
+    reason: str = ""
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
 
 class RunControl:
@@ -32,6 +47,8 @@ class RunControl:
         self.cancel_requested = False
         self.step_scope: trio.CancelScope | None = None
         self.run_ended = trio.Event()
+        self.cancel_command_id: str | None = None  # the id of the cancel, for its done
+        self.approvals: dict[str, PendingApproval] = {}
         self._wake = trio.Event()
 
     # ---- what commands do (after their events are published) --------------------
@@ -39,6 +56,7 @@ class RunControl:
     def start_run(self) -> None:
         """A run was started (``run_started`` is published): run it."""
         self.cancel_requested = False
+        self.cancel_command_id = None
         self.interrupt = None
         self.run_ended = trio.Event()
         self.wake()
@@ -53,20 +71,42 @@ class RunControl:
                 scope.cancel()
             elif grace is not None:
                 scope.deadline = min(scope.deadline, trio.current_time() + grace)
+        for pending in self.approvals.values():
+            pending.scope.cancel()  # (a soft interrupt does not wait for a human)
 
     def resume(self) -> None:
         """The run was resumed (``resume`` is published): go on."""
         self.interrupt = None
         self.wake()
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, command_id: str | None = None) -> None:
         """A cancel was accepted: cut the step now, end the run ``cancelled``."""
         self.cancel_requested = True
+        if command_id is not None and self.cancel_command_id is None:
+            self.cancel_command_id = command_id
         if self.step_scope is not None:
             self.step_scope.cancel()
         self.wake()
 
+    def decide(self, call_id: str, approved: bool, reason: str) -> None:
+        """The decision on a call waiting for approval was published: act on it."""
+        pending = self.approvals.get(call_id)
+        if pending is not None:
+            pending.approved = approved
+            pending.reason = reason
+            pending.decided.set()
+
     # ---- what the loop does ----------------------------------------------------------
+
+    def await_approval(self, call_id: str) -> PendingApproval:
+        """Register a call that waits for approval (until :meth:`forget_approval`)."""
+        pending = self.approvals[call_id] = PendingApproval()
+        if self.interrupt is not None and self.interrupt[0] == "soft":
+            pending.scope.cancel()  # asked for while a soft interrupt is pending
+        return pending
+
+    def forget_approval(self, call_id: str) -> None:
+        self.approvals.pop(call_id, None)
 
     def escalate(self) -> str:
         """The soft interrupt's grace ran out: it is hard now.  Returns its reason."""

@@ -6,7 +6,8 @@ A run is a sequence of steps.  Each step runs inside its own ``trio.CancelScope`
   every steering message accepted before the step began), and its chunks go through
   the sans-I/O tool-call assembler into events;
 - a tool call whose arguments are complete starts at once in the step's nursery, under
-  the runtime's ``CapacityLimiter``, with a timeout;
+  the runtime's ``CapacityLimiter``, with a timeout — or waits for a person's approval
+  first, when it needs one (see :mod:`trio_agent._runtime.calls`);
 - a hard interrupt (or ``cancel``, or a soft interrupt whose grace ran out) cancels the
   step's scope now; a soft interrupt waits for the step boundary.  Either way the step
   leaves through one cleanup path: every tool call still open gets its ``tool_result``
@@ -25,7 +26,7 @@ scheduler only when a subscriber is full or every :data:`YIELD_EVERY` events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,14 +54,14 @@ from .._core.model import (
     Usage,
 )
 from ..errors import ModelError
-from ..tools.execute import execute_tool
+from .calls import ToolCalls, close_open_calls
 from .control import RunControl
 from .publish import publish_shielded
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["YIELD_EVERY", "AgentLoop", "close_open_calls"]
+__all__ = ["YIELD_EVERY", "AgentLoop"]
 
 logger = logging.getLogger("trio_agent")
 
@@ -68,20 +69,6 @@ YIELD_EVERY: Final = 64
 """Events the agent loop publishes without waiting before it yields to the scheduler,
 so that a model that streams without I/O (the scripted one, with no delay) cannot
 starve other sessions or hold off a hard interrupt for long."""
-
-
-async def close_open_calls(bus: EventBus, why: str) -> None:
-    """Every tool call of the step still without a result ends ``cancelled`` (``why``
-    says why): the one cleanup of a step, also used when a session is recovered."""
-    s = bus.state
-    for call in s.tool_calls:
-        if call.status in ("streaming", "running"):
-            await publish_shielded(
-                bus,
-                ev.ToolResult(
-                    run=s.run, step=s.step, call_id=call.call_id, status="cancelled", error=why
-                ),
-            )
 
 
 class AgentLoop:
@@ -94,6 +81,7 @@ class AgentLoop:
         self.runtime = runtime
         self._since_yield = 0
         self._usage = Usage()  # the current run's, summed over its model calls
+        self.calls = ToolCalls(bus, control, runtime, self._emit)
 
     async def serve(self) -> None:
         """Run each run as it starts, until cancelled; then end a run left open."""
@@ -168,6 +156,7 @@ class AgentLoop:
                 "input_tokens": self._usage.input_tokens,
                 "output_tokens": self._usage.output_tokens,
             },
+            command_id=self.control.cancel_command_id if status == "cancelled" else None,
         )
 
     async def _run(self) -> None:
@@ -219,6 +208,12 @@ class AgentLoop:
                 )
                 while bus.state.status == "interrupted" and not control.cancel_requested:
                     await control.sleep()
+                continue
+            if bus.state.pending_approvals:
+                # Recovered from a shared log mid-step with calls waiting for a person:
+                # the step goes on where it stood (the waits are durable), then ends.
+                outcome = await self._step(run, step, resumed=True)
+                self._usage = self._usage + outcome.usage
                 continue
             if step >= max_steps:
                 message = (
@@ -281,18 +276,24 @@ class AgentLoop:
 
     # ---- a step -------------------------------------------------------------------------
 
-    async def _step(self, run: int, step: int) -> _StepOutcome:
-        """One step in its own cancel scope.  Every way out — completed, interrupted,
-        cancelled, failed, or the runtime closing — passes the same cleanup: each tool
-        call left open gets its ``cancelled`` result."""
+    async def _step(self, run: int, step: int, *, resumed: bool = False) -> _StepOutcome:
+        """One step in its own cancel scope (``resumed``: the open step of a recovered
+        session, whose pending approvals are waited for again).  Every way out —
+        completed, interrupted, cancelled, failed, or the runtime closing — passes the
+        same cleanup: each tool call left open gets its ``cancelled`` result."""
         control = self.control
         outcome = _StepOutcome()
         scope = trio.CancelScope()
         try:
             with scope:
                 control.step_scope = scope
-                await self._emit(ev.Thinking, run=run, step=step)
-                await self._stream_and_act(run, step, outcome)
+                if resumed:
+                    outcome.made_calls = True
+                    async with trio.open_nursery() as tools:
+                        self.calls.resume_waits(tools)
+                else:
+                    await self._emit(ev.Thinking, run=run, step=step)
+                    await self._stream_and_act(run, step, outcome)
         finally:
             control.step_scope = None
             pending = control.interrupt
@@ -406,7 +407,7 @@ class AgentLoop:
                     name=fact.name,
                     arguments=arguments,
                 )
-                tools.start_soon(self._call_tool, run, step, fact.call_id, fact.name, arguments)
+                await self.calls.start(tools, run, step, fact.call_id, fact.name, arguments)
             elif isinstance(fact, CallCut):
                 await emit(
                     ev.ToolResult,
@@ -416,23 +417,6 @@ class AgentLoop:
                     status="cancelled",
                     error="the model stream was cut before the call's arguments were complete",
                 )
-
-    async def _call_tool(
-        self, run: int, step: int, call_id: str, name: str, arguments: Mapping[str, Any]
-    ) -> None:
-        runtime = self.runtime
-        result = await execute_tool(
-            runtime.registry, name, arguments, limiter=runtime.limiter, timeout=runtime.tool_timeout
-        )
-        await self._emit(
-            ev.ToolResult,
-            run=run,
-            step=step,
-            call_id=call_id,
-            status=result.status,
-            result=result.result,
-            error=result.error,
-        )
 
     def _why_cut(self, outcome: _StepOutcome) -> str:
         """Why the step's open tool calls are being cancelled, for their results."""

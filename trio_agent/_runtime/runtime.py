@@ -18,11 +18,12 @@ import trio
 from .._bus import DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_EVENTS
 from .._core.model import Model
 from ..errors import SessionClosed, SessionLimitError
-from ..tools import Tool, ToolRegistry
+from ..tools import Approval, ApprovalPolicy, Tool, ToolRegistry
 from .backend import InMemory, SessionLog
 from .session import Session, validate_session_id
 
 __all__ = [
+    "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_TOOL_CONCURRENCY",
@@ -48,6 +49,12 @@ DEFAULT_MAX_SESSIONS: Final = 10_000
 """Sessions one runtime holds.  An idle session is a parked task and a small log;
 10,000 of them is well under a gigabyte."""
 
+DEFAULT_APPROVAL_TIMEOUT: Final = None
+"""Seconds a tool call waits for a person's approval before it is denied ("approval
+timed out"): by default none — a person may be away, and a waiting call costs nothing
+(a paused task and an entry in the state, durable on Redis).  Set one where a run must
+not wait for long (``open_runtime(approval_timeout=...)``)."""
+
 MODEL_CLOSE_TIMEOUT: Final = 5.0
 """Seconds the model's ``aclose()`` (its connection pool) may take when the runtime
 is left, shielded."""
@@ -70,12 +77,20 @@ class Runtime:
         log_max_events: int = DEFAULT_LOG_MAX_EVENTS,
         log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
         log: SessionLog | None = None,
+        approval: Mapping[str, Approval] | None = None,
+        approval_timeout: float | None = DEFAULT_APPROVAL_TIMEOUT,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if approval_timeout is not None and not approval_timeout > 0:
+            raise ValueError(f"approval_timeout must be positive or None, got {approval_timeout}")
         self._nursery = nursery
         self.model = model
         self.registry = ToolRegistry(tools)
+        self.approval = ApprovalPolicy(self.registry, approval)
+        """Which calls wait for a person's approval (each tool's own ``approval``,
+        overridden by ``open_runtime(approval={name: ...})``)."""
+        self.approval_timeout = approval_timeout
         self.max_steps = max_steps
         self.limiter = trio.CapacityLimiter(tool_concurrency)
         self.tool_timeout = tool_timeout
@@ -145,7 +160,9 @@ async def open_runtime(
     ``model`` defaults to the built-in scripted demo model (offline).  Options:
     ``max_steps``, ``tool_concurrency``, ``tool_timeout``, ``max_sessions``,
     ``log_max_events``, ``log_max_bytes``, ``log`` (where sessions live, e.g.
-    ``trio_agent.redis.open_redis_log(url)``; default: in memory).  On exit every run
+    ``trio_agent.redis.open_redis_log(url)``; default: in memory), ``approval`` (tool
+    name -> ``True``/``False``/a predicate on the arguments: which calls wait for a
+    person's approval, over each tool's own ``approval``), ``approval_timeout``.  On exit every run
     still going ends ``cancelled`` and every task is joined; the model's ``aclose()`` is
     called.
     """

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import trio
 
 from .._bus import (
@@ -38,6 +39,7 @@ from .._bus import (
 )
 from .._core import events as ev
 from .._core.commands import (
+    Approve,
     Cancel,
     Command,
     Decision,
@@ -49,21 +51,34 @@ from .._core.commands import (
 )
 from .._core.state import State
 from ..errors import ReduceError, SessionClosed, SessionStateError
+from .calls import close_open_calls
 from .control import RunControl
-from .loop import AgentLoop, close_open_calls
+from .loop import AgentLoop
 from .publish import publish_shielded
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["SESSION_ID_RE", "CommandRouter", "Session", "validate_session_id"]
+__all__ = ["SESSION_ID_RE", "Applied", "CommandRouter", "Session", "validate_session_id"]
 
 logger = logging.getLogger("trio_agent")
 
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 """Session ids: 1–64 characters, URL- and log-safe."""
 
-CommandRouter = Callable[[Command], Awaitable[None]]
+
+@attrs.frozen(slots=True)
+class Applied:
+    """What a command came to: ``seq`` is the event that acknowledged it (its first
+    event: ``user_input``, ``interrupt``, ``resume``, ``tool_approval``; a cancel's
+    ``done``); ``duplicate``: its id was applied before, and nothing was applied now
+    (``seq`` is the event that applied it then)."""
+
+    seq: int
+    duplicate: bool = False
+
+
+CommandRouter = Callable[[Command], Awaitable[Applied]]
 """Where a replica's commands go (see :meth:`Session.route_commands`): it delivers the
 command to the owner and returns once the owner applied it, or raises what the owner
 raised (``SessionStateError`` with its message), or ``SessionLogError``."""
@@ -182,7 +197,7 @@ class Session:
 
     # ---- commands -----------------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str, *, id: str | None = None) -> Applied:
         """A user message: starts a run when none is going; steers a running one (the
         text enters the model's input at the next step boundary); resumes an
         interrupted one with it.  Returns once the ``user_input`` event is published.
@@ -190,28 +205,47 @@ class Session:
         On a replica (:attr:`is_replica`) this and every other command is forwarded,
         unjudged, to the owner, which decides it; the call returns once the owner
         applied it, or raises what the owner raised (``SessionStateError`` with its
-        message), or ``SessionLogError`` if no verdict came (see docs/redis.md)."""
-        await self.apply(UserInput(text))
+        message), or ``SessionLogError`` if no verdict came (see docs/redis.md).
+
+        ``id`` (every command takes one): a command whose id the session already
+        applied is not applied again (a retry after a reconnect): the call returns what
+        applied it (``Applied.duplicate``)."""
+        return await self.apply(UserInput(text, id=id))
 
     async def interrupt(
-        self, mode: InterruptMode = "soft", reason: str = "", grace: float | None = None
-    ) -> None:
+        self,
+        mode: InterruptMode = "soft",
+        reason: str = "",
+        grace: float | None = None,
+        *,
+        id: str | None = None,
+    ) -> Applied:
         """Pause the run: ``hard`` cancels the step now; ``soft`` at the step boundary
         (escalating to hard after ``grace`` seconds, if given).  Either way the run
         publishes ``interrupted`` and waits for ``resume`` (or ``send``, or
-        ``cancel``)."""
-        await self.apply(Interrupt(mode, reason, grace))
+        ``cancel``).  A call waiting for approval ends ``cancelled`` at once, soft or
+        hard: nobody waits for a human."""
+        return await self.apply(Interrupt(mode, reason, grace, id=id))
 
-    async def resume(self, instruction: str | None = None) -> None:
+    async def resume(self, instruction: str | None = None, *, id: str | None = None) -> Applied:
         """Continue an interrupted run; ``instruction`` becomes a new user message."""
-        await self.apply(Resume(instruction))
+        return await self.apply(Resume(instruction, id=id))
 
-    async def cancel(self) -> None:
+    async def cancel(self, *, id: str | None = None) -> Applied:
         """End the run (running or interrupted) with ``done`` ``cancelled``; returns
         once ``done`` is published (on a replica: once the owner published it)."""
-        await self.apply(Cancel())
+        return await self.apply(Cancel(id=id))
 
-    async def apply(self, command: Command) -> None:
+    async def approve(self, call_id: str, *, id: str | None = None) -> Applied:
+        """Let tool call ``call_id``, which waits for approval, run (DESIGN §9)."""
+        return await self.apply(Approve(call_id, True, "", id=id))
+
+    async def deny(self, call_id: str, reason: str = "", *, id: str | None = None) -> Applied:
+        """Refuse tool call ``call_id``, which waits for approval: it ends ``denied``
+        with ``reason``, which the model reads, and the run goes on."""
+        return await self.apply(Approve(call_id, False, reason, id=id))
+
+    async def apply(self, command: Command) -> Applied:
         """Carry out a command (as ``send``/``interrupt``/``resume``/``cancel`` do): the
         one entry every transport and backend uses.  Returns once the events that
         acknowledge it are visible (``state``, ``log`` and subscribers have them: on a
@@ -222,7 +256,10 @@ class Session:
         if self._router is not None:
             return await self._router(command)
         async with self._commands:
-            decision = await self._accept(command)
+            decision, first = await self._accept(command)
+            if decision is not None and decision.effect == "duplicate":
+                assert decision.applied is not None
+                return Applied(decision.applied, duplicate=True)
             control = self._control
             ended = control.run_ended
             if decision is not None:  # (None: logged, took effect only so far)
@@ -234,19 +271,23 @@ class Session:
                     assert isinstance(command, Interrupt)
                     control.request_interrupt(command.mode, command.reason, command.grace)
                 elif decision.effect == "cancel":
-                    control.request_cancel()
+                    control.request_cancel(command.id)
+                elif decision.effect == "approve":
+                    assert isinstance(command, Approve)
+                    control.decide(command.call_id, command.approved, command.reason)
             acknowledged = self._bus.log.last_seq
         if decision is not None and decision.effect == "cancel":
             await ended.wait()
-            acknowledged = self._bus.log.last_seq
+            acknowledged = first = self._bus.log.last_seq
         # Visible, too: on a shared log the session shows only what it made durable.
         await self._view.wait_published(acknowledged)
+        return Applied(first)
 
     def _check_open(self) -> None:
         if self.closed:
             raise SessionClosed(f"session {self.id!r} is closed")
 
-    async def _accept(self, command: Command) -> Decision | None:
+    async def _accept(self, command: Command) -> tuple[Decision | None, int]:
         """Decide ``command`` and publish its events, all or none.
 
         The decision and the first publish are one synchronous step: if a full
@@ -255,7 +296,7 @@ class Session:
         even if the caller is cancelled, bounded as every shielded publish is; if one
         cannot be published the command took effect only that far (logged: None).
         (The command lock was the schedule point: publishing waits only when a
-        subscriber is full.)
+        subscriber is full.)  Returns the decision and the seq of its first event.
         """
         bus = self._bus
         while True:
@@ -263,10 +304,10 @@ class Session:
             cancelling = self._control.cancel_requested
             decision = decide(self.id, bus.state, command, cancelling=cancelling)
             if not decision.events:
-                return decision
+                return decision, bus.log.last_seq
             first = decision.events[0]
             try:
-                bus.publish_nowait(first)
+                seq = bus.publish_nowait(first).seq
             except trio.WouldBlock:
                 await bus.wait_room(first.type)
                 continue
@@ -275,8 +316,8 @@ class Session:
             break
         for event in decision.events[1:]:
             if not await publish_shielded(bus, event):
-                return None
-        return decision
+                return None, seq
+        return decision, seq
 
     # ---- the seams a backend uses ------------------------------------------------------
 
@@ -298,10 +339,28 @@ class Session:
         """This process took the session over from an owner that died mid-run: the run
         is hard-interrupted with ``reason`` (every open tool call ends ``cancelled``),
         and :meth:`serve` then publishes ``interrupted`` and waits for ``resume``.
-        Nothing to do when no run was going."""
+        Nothing to do when no run was going.
+
+        Calls waiting for a person's approval are kept (DESIGN §9: they never started,
+        so nothing is lost by keeping them): then only the calls that were running end
+        ``cancelled``, and :meth:`serve` waits for the pending decisions and goes on."""
         bus = self._bus
         s = bus.state
         if not s.running:
+            return
+        if s.pending_approvals:
+            for call in s.tool_calls:
+                if call.status in ("streaming", "running"):
+                    await publish_shielded(
+                        bus,
+                        ev.ToolResult(
+                            run=s.run,
+                            step=s.step,
+                            call_id=call.call_id,
+                            status="cancelled",
+                            error=f"{reason} (it was in flight there)",
+                        ),
+                    )
             return
         await bus.publish(ev.Interrupt(run=s.run, step=s.step, mode="hard", reason=reason))
         await close_open_calls(bus, f"hard interrupt: {reason}")

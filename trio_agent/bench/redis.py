@@ -3,11 +3,12 @@
 Ours: a session of a runtime with ``log=open_redis_log(...)`` (a real ``redis-server``
 on loopback, AOF on with ``appendfsync everysec``, started by
 :mod:`trio_agent.bench._redis_server`; the log needs ``coredis``, the ``redis`` extra);
-token events are published with the agent loop's pattern (``publish_nowait``, falling
-back to ``await publish``); the relay appends them in batches (one Lua script call per
-batch, ``XADD MAXLEN ~``); a child process tails the stream (``XREAD BLOCK`` on its own
-connection) and says when it has the last one.  Baseline, same run: the in-memory bus
-to one lossless subscriber in the same process (what a session does without Redis).
+token events are published as a program of its own would (``Session.publish_nowait``,
+falling back to ``await publish``: the bus stamps each); the relay appends them in
+batches (one Lua script call per batch, ``XADD MAXLEN ~``); a child process tails the
+stream (``XREAD BLOCK`` on its own connection) and says when it has the last one.
+Baseline, same run: the in-memory bus to one lossless subscriber in the same process
+(what a session does without Redis).
 
 Latency: events paced at :data:`RATE`/s, each carrying ``time.monotonic()`` (one clock
 for every process on Linux); the child takes the difference on arrival: publish →

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .._runtime.session import Applied
     from .replica import SessionReplica
 
 logger = logging.getLogger("trio_agent.redis")
@@ -315,7 +316,7 @@ class RedisLog:
             trim_operator=PureToken.APPROXIMATELY,
         )
 
-    async def forward_command(self, session: str, command: Mapping[str, Any]) -> None:
+    async def forward_command(self, session: str, command: Mapping[str, Any]) -> Mapping[str, Any]:
         """Send a command to the owner of ``session`` and return once the owner applied
         it; raise what the owner's refusal means (:data:`VERDICTS`: e.g.
         ``SessionStateError`` with the owner's message).  Nothing is judged here: this
@@ -347,7 +348,7 @@ class RedisLog:
                     ) from None
                 verdict = await self._collect(key)
                 raise_refusal(verdict)
-                return
+                return verdict
         finally:
             self._waiting -= 1
         raise RedisLogError(
@@ -381,16 +382,25 @@ class RedisLog:
                 raise RedisLogError(f"the verdict at {key} is not a JSON object: {got[1]!r}")
             return verdict
 
-    async def reply(self, session: str, nonce: str, verdict: str, message: str = "") -> None:
+    async def reply(
+        self,
+        session: str,
+        nonce: str,
+        verdict: str,
+        message: str = "",
+        applied: Applied | None = None,
+    ) -> None:
         """As the owner: the verdict on the forwarded command that carried ``nonce``
-        (``accepted``, or a refusal of :data:`VERDICTS` with its message)."""
+        (``accepted`` with what applied it, or a refusal of ``VERDICTS`` with its
+        message)."""
+        body: dict[str, Any] = {"verdict": verdict, "message": message}
+        if applied is not None:
+            body["seq"] = applied.seq
+            body["duplicate"] = applied.duplicate
         await self.client.eval(
             REPLY,
             [self.key(session, f"reply:{nonce}")],
-            [
-                orjson.dumps({"verdict": verdict, "message": message}),
-                max(1, int(REPLY_TTL * 1000)),
-            ],
+            [orjson.dumps(body), max(1, int(REPLY_TTL * 1000))],
         )
 
     # ---- statistics ---------------------------------------------------------------

@@ -34,6 +34,7 @@ from .._bus import EventBus, EventLog, Subscription
 from .._core import events as ev
 from .._core import wire
 from .._core.commands import Command
+from .._runtime.session import Applied
 from ..errors import LeaseLost, SessionStateError
 from .defaults import RELAY_CAPACITY, RELAY_STALL_TIMEOUT, REPLY_SEND_TIMEOUT, WRITE_BATCH
 from .log import RedisLog
@@ -179,13 +180,14 @@ class SessionReplica:
                     raise
                 logger.info("session %r: can't reach Redis to claim the lease: %s", self.id, exc)
 
-    async def _forward(self, command: Command) -> None:
+    async def _forward(self, command: Command) -> Applied:
         """A command on a replica: sent to the owner unjudged (this copy of the state
         may lag the owner's), which decides it; its refusal is raised here
         (:meth:`RedisLog.forward_command`).  Holds nothing the session needs: if this
         process takes the session over meanwhile, its own command reader applies the
         command and the verdict comes back the same way."""
-        await self.log.forward_command(self.id, wire.command_to_wire(command))
+        verdict = await self.log.forward_command(self.id, wire.command_to_wire(command))
+        return Applied(int(verdict.get("seq", 0)), duplicate=bool(verdict.get("duplicate")))
 
     # ---- owner side ---------------------------------------------------------------
 
@@ -242,9 +244,10 @@ class SessionReplica:
         """Apply one forwarded command (already recorded as taken) and send its
         verdict to the process waiting for it (field ``r``: the reply nonce)."""
         nonce = fields[b"r"].decode() if b"r" in fields else None
+        applied: Applied | None = None
         try:
             command = wire.parse_command(fields.get(b"c", b"").decode())
-            await self.session.apply(command)
+            applied = await self.session.apply(command)
         except SessionStateError as exc:
             verdict, message = "bad_state", str(exc)
         except (ValueError, TypeError) as exc:  # (a wire.CommandError is a ValueError)
@@ -269,9 +272,11 @@ class SessionReplica:
             verdict, message = "accepted", ""
         if verdict != "accepted":
             logger.info("session %r: command %s refused (%s): %s", self.id, ident, verdict, message)
-        await self._reply(nonce, verdict, message)
+        await self._reply(nonce, verdict, message, applied)
 
-    async def _reply(self, nonce: str | None, verdict: str, message: str) -> None:
+    async def _reply(
+        self, nonce: str | None, verdict: str, message: str, applied: Applied | None = None
+    ) -> None:
         """Send a verdict (shielded, bounded by :data:`REPLY_SEND_TIMEOUT`); a verdict
         Redis fails to take is logged, and its forwarder times out."""
         if nonce is None:  # (the sender waits for no verdict)
@@ -279,7 +284,7 @@ class SessionReplica:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + REPLY_SEND_TIMEOUT
             try:
-                await self.log.reply(self.id, nonce, verdict, message)
+                await self.log.reply(self.id, nonce, verdict, message, applied)
             except (RedisError, OSError) as exc:
                 logger.warning("session %r: can't send a verdict (%s): %s", self.id, verdict, exc)
         if scope.cancelled_caught:

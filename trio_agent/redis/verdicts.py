@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import trio
-
-from ..errors import RedisLogError, SessionStateError
+from ..errors import RedisLogError, SessionClosed, SessionStateError
 
 __all__ = ["VERDICTS", "raise_refusal"]
 
@@ -20,7 +18,7 @@ __all__ = ["VERDICTS", "raise_refusal"]
 VERDICTS: Final[Mapping[str, Callable[[str], Exception]]] = {
     "bad_state": SessionStateError,
     "bad_command": ValueError,
-    "closing": trio.ClosedResourceError,
+    "closing": SessionClosed,
 }
 """A forwarded command's refusals, as the owner names them in its verdict, and what the
 forwarding call raises for each (with the owner's message): what the same command

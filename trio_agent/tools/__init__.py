@@ -3,11 +3,14 @@
 - :func:`tool` turns an async or sync function into a :class:`Tool` (the JSON schema of
   its arguments from the signature, the description from the docstring);
 - :class:`ToolRegistry` holds the tools of a runtime by name;
+- :class:`ApprovalPolicy` says which calls wait for a person's approval (each tool's
+  ``approval``, overridden per runtime);
 - :func:`execute_tool` runs one call under a limiter and a timeout and says how it went
   as a :class:`ToolOutcome`;
 - the built-in tools :func:`calculator` and :func:`sleep` (:data:`DEMO_TOOLS`).
 """
 
+from .approval import Approval, ApprovalPolicy
 from .builtin import (
     DEMO_TOOLS,
     MAX_CALC_BITS,
@@ -29,6 +32,8 @@ __all__ = [
     "MAX_RESULT_BYTES",
     "MAX_SLEEP_SECONDS",
     "TOOL_NAME_PATTERN",
+    "Approval",
+    "ApprovalPolicy",
     "Tool",
     "ToolOutcome",
     "ToolRegistry",

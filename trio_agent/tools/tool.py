@@ -21,6 +21,7 @@ import jsonschema.exceptions
 import orjson
 
 from .._core.model import ToolSpec
+from .approval import Approval, check_approval
 
 __all__ = ["TOOL_NAME_PATTERN", "Tool", "schema_of", "tool"]
 
@@ -37,8 +38,10 @@ class Tool:
 
     ``parameters`` is the JSON schema (Draft 2020-12) of its keyword arguments;
     ``is_async`` says whether ``fn`` is a coroutine function (a sync ``fn`` runs in a
-    worker thread); ``timeout`` (seconds), when set, replaces the runtime's default.
-    Calling the tool calls ``fn``.
+    worker thread); ``timeout`` (seconds), when set, replaces the runtime's default;
+    ``approval`` says whether a call waits for a person's approval before it runs
+    (``True``, or a predicate on the call's arguments, decided per call: see
+    :mod:`trio_agent.tools.approval`).  Calling the tool calls ``fn``.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Tool:
     fn: Callable[..., Any]
     is_async: bool
     timeout: float | None = None
+    approval: Approval = attrs.field(default=False, validator=check_approval)
     # Built once: a validator per call costs more than most tool calls.
     validator: jsonschema.protocols.Validator = attrs.field(
         init=False, eq=False, repr=False, hash=False
@@ -90,6 +94,7 @@ def tool(
     description: str | None = None,
     schema: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    approval: Approval = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -101,6 +106,7 @@ def tool(
     description: str | None = None,
     schema: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    approval: Approval = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` of a function: ``@tool`` or ``@tool(name=…, …)``.
 
@@ -109,6 +115,8 @@ def tool(
     ``float``, ``bool``, ``list[X]``, ``dict``/``dict[str, X]``, ``X | None``,
     ``Literal[…]``; a parameter with a default is not required; no other property is
     allowed.  Anything else raises ``TypeError`` here, naming the parameter.
+    ``approval=True`` (or a predicate on the arguments) makes each call wait for a
+    person's approval (DESIGN §9).
     """
 
     def make(fn: Callable[..., Any]) -> Tool:
@@ -128,6 +136,7 @@ def tool(
             parameters=parameters,
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
+            approval=approval,
             timeout=timeout,
         )
 

@@ -27,11 +27,11 @@ import trio
 from .._bus import Subscription
 from .._core import events as ev
 from .._core import wire
-from .._runtime import Session
+from .._runtime import Applied, Session
 from ..errors import CommandError, LogTrimmed, SessionLogError, SessionStateError, SubscriberEvicted
 from .limits import CLOSE_EVICTED, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ServerLimits
 
-__all__ = ["Client", "Counters", "apply_command", "snapshot_of"]
+__all__ = ["Client", "CommandOutcome", "Counters", "apply_command", "snapshot_of"]
 
 
 @attrs.define
@@ -63,24 +63,43 @@ def snapshot_of(session: Session) -> ev.StateSnapshot:
     )
 
 
-async def apply_command(session: Session, text: str | bytes) -> tuple[str, str] | None:
-    """Parse the command ``text`` (DESIGN §6) and apply it to ``session``; None once it
-    is applied, else the ``(code, message)`` of the ``error`` the client gets."""
+@attrs.frozen(slots=True)
+class CommandOutcome:
+    """What became of one client command: ``applied`` (with what applied it), or
+    refused with the ``error`` ``code`` and ``message`` the client gets."""
+
+    applied: Applied | None = None
+    command_id: str | None = None
+    code: str = ""
+    message: str = ""
+
+    def reply(self) -> dict[str, Any] | None:
+        """What the client that sent it gets: an ``error`` (refused), an ``ack`` (its id
+        was applied before: not applied again), or nothing (its events say it all)."""
+        if self.applied is None:
+            return wire.client_error(self.code, self.message).to_dict()
+        if self.applied.duplicate and self.command_id is not None:
+            return wire.ack(self.command_id, self.applied.seq)
+        return None
+
+
+async def apply_command(session: Session, text: str | bytes) -> CommandOutcome:
+    """Parse the command ``text`` (DESIGN §6) and apply it to ``session``."""
     try:
         command = wire.parse_command(text)
     except CommandError as exc:
-        return exc.code, str(exc)
+        return CommandOutcome(code=exc.code, message=str(exc))
     try:
-        await session.apply(command)
+        applied = await session.apply(command)
     except SessionStateError as exc:
-        return "bad_state", str(exc)
+        return CommandOutcome(code="bad_state", message=str(exc))
     except SessionLogError as exc:
-        return "log_unavailable", str(exc)
+        return CommandOutcome(code="log_unavailable", message=str(exc))
     except (ValueError, TypeError) as exc:
-        return "bad_command", str(exc)
+        return CommandOutcome(code="bad_command", message=str(exc))
     except trio.ClosedResourceError:
-        return "shutting_down", "the session is closing"
-    return None
+        return CommandOutcome(code="shutting_down", message="the session is closing")
+    return CommandOutcome(applied, command.id)
 
 
 class Client(abc.ABC):

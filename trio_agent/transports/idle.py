@@ -45,7 +45,7 @@ class IdleSessions:
             if session.closed:
                 del self._seen[session]
                 continue
-            # (the working bus: on an owner the view lags it by a Redis round trip)
+            # (what the session shows: on Redis, what is durable)
             state = session.state
             if (
                 session in watched

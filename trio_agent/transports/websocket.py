@@ -193,9 +193,11 @@ class WebSocketClient(Client):
                     f"{limits.max_frame_size} (max_frame_size)",
                 )
                 continue
-            refused = await apply_command(session, message)
-            if refused is not None:
-                await self.send_error(*refused)
+            reply = (await apply_command(session, message)).reply()
+            if reply is not None:
+                if reply["type"] == "error":
+                    self.counters.errors += 1
+                await self.send_frame([reply])
 
     async def aclose(self) -> None:
         """Send the close frame (1001 if nothing else was decided: the server is

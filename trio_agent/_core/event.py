@@ -1,0 +1,231 @@
+"""``Event``: the fields every event carries, their checks, and the wire form.
+
+Each event type (see :mod:`trio_agent._core.events`) is an ``@attrs.frozen(slots=True)``
+class registered with :func:`event_type` under its wire ``type`` with its field checks.
+Events are validated on construction by one generated expression per class (see
+:func:`compile_check`); a wrong type or an unknown choice raises
+:class:`~trio_agent.errors.ProtocolError` naming the field and what was expected, so a
+bad event can never enter a log.  The JSON values an event carries are frozen (see
+:mod:`trio_agent._core.frozen`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, Self, TypeAlias
+
+import attrs
+import orjson
+
+from ..errors import ProtocolError
+from .frozen import JSON, freeze
+
+__all__ = [
+    "ANY_JSON",
+    "BASE_CHECKS",
+    "EVENT_TYPES",
+    "MODES",
+    "OPT_STR",
+    "STR",
+    "Check",
+    "Event",
+    "compile_check",
+    "describe",
+    "event_type",
+    "json_type",
+]
+
+
+TYPE_NAMES: Final = {
+    str: "str",
+    int: "int",
+    float: "number",
+    bool: "bool",
+    dict: "object",
+    list: "array",
+}
+
+# A field check: (name, accepted types, may be None, allowed values or None)
+Check: TypeAlias = tuple[str, tuple[type, ...], bool, frozenset[str] | None]
+
+
+def describe(types: tuple[type, ...], optional: bool, choices: frozenset[str] | None) -> str:
+    if choices is not None:
+        text = " or ".join(repr(c) for c in sorted(choices))
+    elif types == ():
+        text = "any JSON value"
+    else:
+        text = " or ".join(
+            TYPE_NAMES.get(t, t.__name__) for t in types if t is not int or float not in types
+        )
+    return text + (" or null" if optional else "")
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Event:
+    """Fields every event carries.
+
+    ``session``, ``seq`` and ``ts`` are stamped by the bus that publishes it; ``run`` counts
+    from 1 in each session and ``step`` from 1 in each run (0 where not in one).
+    """
+
+    type: ClassVar[str] = ""
+    field_checks: ClassVar[tuple[Check, ...]] = ()
+    field_names: ClassVar[tuple[str, ...]] = ()
+
+    session: str = ""
+    run: int = 0
+    step: int = 0
+    seq: int = 0
+    ts: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        # One generated check per class (see ``compile_check``), not one validator
+        # per field: events are built on the token hot path.  Only when it fails does
+        # the generic loop run, to say which field is wrong and why.
+        if not self._fast_check():
+            self._check()
+
+    def _fast_check(self) -> bool:  # replaced per class by ``compile_check``
+        return False
+
+    def _check(self) -> None:
+        """Raise :class:`ProtocolError` naming the first field that is wrong."""
+        for name, types, optional, choices in self.field_checks:
+            value = getattr(self, name)
+            if value is None:
+                if optional:
+                    continue
+            elif (
+                types == ()
+                or (isinstance(value, types) and (type(value) is not bool or bool in types))
+            ) and (choices is None or value in choices):
+                continue
+            raise ProtocolError(
+                f"field {name!r} of {self.type!r} event: expected "
+                f"{describe(types, optional, choices)}, got "
+                + (
+                    repr(value)
+                    if choices is not None and isinstance(value, str)
+                    else json_type(value)
+                )
+            )
+        ts = self.ts
+        if not math.isfinite(ts):  # JSON has no NaN or infinity
+            raise ProtocolError(
+                f"field 'ts' of {self.type!r} event: expected a finite number, got {ts!r}"
+            )
+
+    def check_json(self, name: str) -> None:
+        """Field ``name`` must be a JSON value (orjson encodes it): caught here, not
+        when the event is first sent or folded."""
+        try:
+            orjson.dumps(getattr(self, name))
+        except orjson.JSONEncodeError as exc:
+            raise ProtocolError(
+                f"field {name!r} of {self.type!r} event: expected a JSON value, {exc}"
+            ) from None
+
+    def freeze_field(self, name: str) -> None:
+        value = getattr(self, name)
+        frozen = freeze(value)
+        if frozen is not value:
+            object.__setattr__(self, name, frozen)
+
+    def stamped(self, session: str, seq: int, ts: float) -> Self:
+        """A copy of this event with the session, ``seq`` and time set: what publishing
+        an unstamped event does (``EventBus.publish``)."""
+        return attrs.evolve(self, session=session, seq=seq, ts=ts)
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The wire form as a plain dict (``type`` first)."""
+        out: dict[str, JSON] = {"type": self.type}
+        for name in self.field_names:
+            out[name] = getattr(self, name)
+        return out
+
+    def to_wire(self) -> bytes:
+        """The wire form: one JSON object, UTF-8."""
+        return orjson.dumps(self.to_dict())
+
+
+BASE_CHECKS: Final[tuple[Check, ...]] = (
+    ("session", (str,), False, None),
+    ("run", (int,), False, None),
+    ("step", (int,), False, None),
+    ("seq", (int,), False, None),
+    ("ts", (float, int), False, None),
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+def compile_check(
+    checks: tuple[Check, ...],
+) -> tuple[Callable[[Event], bool], Callable[[Event], None]]:
+    """A function that says whether an event passes ``checks`` (and has a finite
+    ``ts``), as one boolean expression over exact types; and the same as an
+    ``__attrs_post_init__`` (one call per event built instead of two, for the event
+    types with no checks of their own).
+
+    Generated, as attrs generates ``__init__``: a loop over the checks costs about three
+    times as much, and this runs once per event built.  Exact types are stricter than
+    the ``isinstance`` of :meth:`Event._check`; a value that fails here (a subclass, say)
+    is judged there.
+    """
+    env: dict[str, object] = {}
+    terms = []
+    for i, (name, types, optional, choices) in enumerate(checks):
+        if not types:
+            continue
+        alternatives = []
+        for j, kind in enumerate(types):
+            env[f"_t{i}_{j}"] = kind
+            alternatives.append(f"type(self.{name}) is _t{i}_{j}")
+        term = " or ".join(alternatives)
+        if optional:
+            term = f"self.{name} is None or {term}"
+        if choices is not None:
+            env[f"_c{i}"] = choices
+            term = f"({term}) and self.{name} in _c{i}"
+        terms.append(f"({term})")
+    terms.append("self.ts - self.ts == 0")  # false for NaN and infinities
+    condition = " and ".join(terms)
+    source = (
+        f"def fast_check(self):\n    return {condition}\n"
+        f"def post_init(self):\n    if not ({condition}):\n        self._check()\n"
+    )
+    exec(compile(source, "<trio_agent.events check>", "exec"), env)
+    return env["fast_check"], env["post_init"]  # type: ignore[return-value]
+
+
+def event_type(
+    type_name: str, **checks: tuple[tuple[type, ...], bool, frozenset[str] | None]
+) -> Any:
+    """Register an event class under its wire ``type`` with its field checks."""
+
+    def register(cls: type[Event]) -> type[Event]:
+        cls.type = type_name
+        cls.field_checks = BASE_CHECKS + tuple((n, *spec) for n, spec in checks.items())
+        cls.field_names = tuple(a.name for a in attrs.fields(cls))
+        fast_check, post_init = compile_check(cls.field_checks)
+        cls._fast_check = fast_check  # type: ignore[method-assign,assignment]
+        if cls.__attrs_post_init__ is Event.__attrs_post_init__:
+            cls.__attrs_post_init__ = post_init  # type: ignore[method-assign,assignment]
+        EVENT_TYPES[type_name] = cls
+        return cls
+
+    return register
+
+
+STR: Final = ((str,), False, None)
+OPT_STR: Final = ((str,), True, None)
+ANY_JSON: Final = ((), True, None)
+MODES: Final = ((str,), False, frozenset({"soft", "hard"}))
