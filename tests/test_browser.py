@@ -214,3 +214,84 @@ def test_a_dropped_connection_reconnects_with_after_and_no_duplicates(
     # One snapshot only (the first connect): the reconnect replayed with ?after=.
     types = page.locator("#timeline .type").all_inner_texts()
     assert types.count("state") == 1
+
+
+APPROVAL_SCRIPT = {
+    "turns": [
+        {
+            "tokens": ["Two", " naps."],
+            "tool_calls": [
+                {"id": "a1", "name": "sleep", "arguments": {"seconds": 0.1}},
+                {"id": "a2", "name": "sleep", "arguments": {"seconds": 0.1}},
+            ],
+        },
+        {"tokens": ["Done", " napping."]},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def approval_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``trio-agent serve --approve sleep``: every nap waits for the page's decision."""
+    script = tmp_path_factory.mktemp("approval") / "script.json"
+    script.write_text(json.dumps(APPROVAL_SCRIPT))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trio_agent.cli",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            f"scripted:{script}",
+            "--approve",
+            "sleep",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert match
+        yield f"http://127.0.0.1:{match.group(1)}/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_approve_one_call_and_deny_another_across_a_reload_and_a_blip(
+    page: Any, approval_server: str
+) -> None:
+    open_session(page, approval_server, "b-approve")
+    send(page, "Take two naps.")
+    first = page.locator('.tool-card[data-call-id="a1"]')
+    second = page.locator('.tool-card[data-call-id="a2"]')
+    for card in (first, second):
+        expect(card).to_have_attribute("data-status", "awaiting_approval")
+        expect(card.locator(".approval .approve")).to_be_visible()
+    # A reload keeps both questions: the snapshot lists the calls waiting for approval.
+    page.reload()
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
+    for card in (first, second):
+        expect(card).to_have_attribute("data-status", "awaiting_approval")
+    # A click during a network blip is sent once the connection is back, and applied once.
+    page.evaluate("window.trioAgent.drop()")
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "reconnecting")
+    first.locator(".approve").click()
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
+    expect(first).to_have_attribute("data-status", "ok")
+    # Deny the other with a reason: the model reads it, the run goes on.
+    second.locator(".reason").fill("not now")
+    second.locator(".deny").click()
+    expect(second).to_have_attribute("data-status", "denied")
+    expect(second.locator(".result-text")).to_have_text("denied: not now")
+    expect(page.locator("#status")).to_have_attribute("data-status", "done")
+    expect(page.locator(".msg.assistant .text").last).to_have_text("Done napping.")
+    assert page.evaluate("window.trioAgent.unacked") == 0
+    decisions = [
+        t for t in page.locator("#timeline .type").all_inner_texts() if t == "tool_approval"
+    ]
+    assert len(decisions) == 2  # the resent approve was not applied twice

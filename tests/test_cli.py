@@ -147,3 +147,79 @@ def test_serve_refuses_a_bad_limit_naming_its_flag(argv: list[str], message: str
     result = run_cli("serve", "--port", "0", *argv)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == f"trio-agent serve: error: {message}"
+
+
+def _calculator_script(tmp_path: Path) -> str:
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            ScriptBuilder()
+            .turn(
+                tool_calls=[{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+            )
+            .turn(tokens=["Done."])
+            .build()
+        )
+    )
+    return f"scripted:{script}"
+
+
+def test_run_denies_a_call_that_needs_approval_when_nobody_can_answer(tmp_path: Path) -> None:
+    # stdin is not a terminal here (as in a pipeline): the call is denied, with a reason
+    # that says why, and the run goes on to its end.
+    from trio_agent.cli.run import NOBODY_TO_ASK
+
+    model = _calculator_script(tmp_path)
+    result = run_cli("run", "--model", model, "--approve", "calculator", "--events", "jsonl", "x")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["type"] for e in events]
+    assert "tool_approval_requested" in kinds
+    approval = next(e for e in events if e["type"] == "tool_approval")
+    assert (approval["approved"], approval["reason"]) == (False, NOBODY_TO_ASK)
+    result_ = next(e for e in events if e["type"] == "tool_result")
+    assert (result_["status"], result_["error"]) == ("denied", f"denied: {NOBODY_TO_ASK}")
+    assert events[-1]["status"] == "completed"
+
+
+@pytest.mark.parametrize(("answer", "status"), [("y", "ok"), ("no thanks", "denied")])
+def test_run_asks_on_a_terminal(tmp_path: Path, answer: str, status: str) -> None:
+    # A pseudo-terminal as stdin: the question goes to stderr, the answer decides.
+    import os
+    import pty
+
+    model = _calculator_script(tmp_path)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [*TRIO_AGENT, "run", "--model", model, "--approve", "calculator", "--events", "jsonl", "x"],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    try:
+        assert proc.stderr is not None
+        asked = b""
+        while b"run it?" not in asked:
+            chunk = proc.stderr.read1(4096)  # the question, before any answer
+            assert chunk, "trio-agent run exited without asking"
+            asked += chunk
+        assert b'calculator with {"expression":"6*7"}' in asked
+        os.write(controller, answer.encode() + b"\n")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(controller)
+        proc.kill()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    result_ = next(e for e in events if e["type"] == "tool_result")
+    assert result_["status"] == status
+    if status == "denied":
+        assert result_["error"] == "denied: no thanks"
+
+
+def test_approve_must_name_an_offered_tool() -> None:
+    result = run_cli("run", "--approve", "rm", "x")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "trio-agent run: --approve names tool(s) rm that are not offered; tools: calculator, sleep"
+    )

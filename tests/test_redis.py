@@ -514,7 +514,12 @@ async def test_redis_restart_mid_stream_pauses_the_run_and_loses_nothing(
 
 @asynccontextmanager
 async def serve_process(
-    server: RedisServer, prefix: str, script: dict[str, Any], tmp: Path, name: str
+    server: RedisServer,
+    prefix: str,
+    script: dict[str, Any],
+    tmp: Path,
+    name: str,
+    *extra: str,
 ) -> AsyncIterator[tuple[trio.Process, int]]:
     path = tmp / f"{name}.json"
     path.write_text(orjson.dumps(script).decode())
@@ -533,6 +538,7 @@ async def serve_process(
         prefix,
         "--lease-ttl",
         str(LEASE_TTL),
+        *extra,
     ]
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
@@ -566,11 +572,13 @@ def partial_run_process(command: list[str], **kwargs: Any) -> Any:
 
 
 class Client:
-    """A WebSocket client of one session: every event dict it received, in order."""
+    """A WebSocket client of one session: every event dict it received, in order (the
+    ``state`` snapshot apart, in ``snapshots``)."""
 
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
+        self.snapshots: list[dict[str, Any]] = []
 
     async def until(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
         with trio.fail_after(timeout):
@@ -578,6 +586,7 @@ class Client:
                 frame = orjson.loads(await self.ws.get_message())
                 for e in frame:
                     if e["type"] == "state":
+                        self.snapshots.append(e)
                         continue
                     self.events.append(e)
                     if predicate(e):
@@ -912,3 +921,62 @@ def test_the_command_line_shows_the_redis_defaults_without_coredis() -> None:
         "trio_agent.redis.open_redis_log needs coredis, which is not installed: "
         "pip install 'trio-agent[redis]'"
     )
+
+
+async def test_an_approval_pending_when_its_owner_dies_is_still_pending_and_runs_once(
+    redis_server: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    """DESIGN §9: the call waiting for a person never started, so nothing is lost by
+    keeping it; the process that recovers the session waits for the same decision, and a
+    decision sent to any process (twice, with one id) runs the tool exactly once."""
+    script = (
+        ScriptBuilder()
+        .turn(
+            ["let me check"],
+            tool_calls=[{"id": "q", "name": "calculator", "arguments": {"expression": "6*7"}}],
+        )
+        .turn(["it is 42"])
+        .build()
+    )
+    approve = ("--approve", "calculator")
+    with trio.fail_after(55):
+        async with (
+            serve_process(redis_server, prefix, script, tmp_path, "a", *approve) as (
+                proc_a,
+                port_a,
+            ),
+            serve_process(redis_server, prefix, script, tmp_path, "b", *approve) as (_, port_b),
+        ):
+            async with connect(port_a) as on_a:  # A owns the session
+                await on_a.send(op="user_input", text="what is 6*7?")
+                await on_a.until(lambda e: e["type"] == "tool_approval_requested")
+                seen = list(on_a.events)
+            proc_a.kill()  # kill -9 while the call waits for a person
+            await proc_a.wait()
+            async with connect(port_b) as on_b:  # B recovers it: a snapshot first
+                await on_b.send(op="approve", call_id="q", approved=True, id="yes-q")
+                await on_b.send(op="approve", call_id="q", approved=True, id="yes-q")
+                await on_b.until(lambda e: e["type"] == "done", timeout=20)
+                if not [e for e in on_b.events if e["type"] == "ack"]:
+                    await on_b.until(lambda e: e["type"] == "ack")  # (the repeat's answer)
+                pending = on_b.snapshots[0]["state"]["pending_approvals"]
+                assert [c["call_id"] for c in pending] == ["q"]  # still pending on B
+                assert [e for e in on_b.events if e["type"] == "ack"] == [
+                    {
+                        "type": "ack",
+                        "command_id": "yes-q",
+                        "seq": next(e["seq"] for e in on_b.events if e["type"] == "tool_approval"),
+                    }
+                ]
+                seen += [e for e in on_b.events if e["type"] not in ("state", "ack")]
+        async with open_redis_log(redis_server.url, prefix=prefix) as log:
+            stored = await log.read("s")
+    check_invariants(stored)
+    kinds = [e.type for e in stored]
+    assert kinds.count("tool_approval_requested") == 1
+    assert kinds.count("tool_approval") == 1
+    assert not [e for e in stored if isinstance(e, ev.Interrupt)]  # not interrupted: it waited on
+    results = [e for e in stored if isinstance(e, ev.ToolResult)]
+    assert [(r.call_id, r.status, r.result) for r in results] == [("q", "ok", 42)]
+    assert stored[-1].status == "completed"  # type: ignore[attr-defined]
+    assert stored[-1].text == "it is 42"  # type: ignore[attr-defined]

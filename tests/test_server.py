@@ -255,6 +255,31 @@ def assert_gapless(events: Sequence[Event], after: int) -> int:
             "field 'instruction' of 'resume' op: expected str or null, got array",
         ),
         ('{"op": "cancel", "now": true}', "bad_command", "unknown field 'now' in 'cancel' op"),
+        (
+            '{"op": "approve", "approved": true}',
+            "bad_command",
+            "missing field 'call_id' in 'approve' op (expected str)",
+        ),
+        (
+            '{"op": "approve", "call_id": "c1"}',
+            "bad_command",
+            "missing field 'approved' in 'approve' op (expected bool)",
+        ),
+        (
+            '{"op": "approve", "call_id": "c1", "approved": "yes"}',
+            "bad_command",
+            "field 'approved' of 'approve' op: expected bool, got str",
+        ),
+        (
+            '{"op": "cancel", "id": ""}',
+            "bad_command",
+            "field 'id' of 'cancel' op: expected a string of 1 to 64 characters, got str",
+        ),
+        (
+            '{"op": "user_input", "text": "x", "id": 7}',
+            "bad_command",
+            "field 'id' of 'user_input' op: expected a string of 1 to 64 characters, got number",
+        ),
     ],
 )
 def test_parse_command_refuses_bad_input(data: str | bytes, code: str, message: str | None) -> None:
@@ -277,6 +302,29 @@ def test_parse_command_accepts_every_op() -> None:
     assert wire.parse_command('{"op": "resume"}') == wire.Resume(None)
     assert wire.parse_command('{"op": "resume", "instruction": "go"}') == wire.Resume("go")
     assert wire.parse_command('{"op": "cancel"}') == wire.Cancel()
+    assert wire.parse_command('{"op": "approve", "call_id": "c1", "approved": true}') == (
+        wire.Approve("c1", True)
+    )
+    assert wire.parse_command(
+        '{"op": "approve", "call_id": "c1", "approved": false, "reason": "no", "id": "k"}'
+    ) == wire.Approve("c1", False, "no", id="k")
+    assert wire.parse_command('{"op": "cancel", "id": "x" }') == wire.Cancel(id="x")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        wire.UserInput("hi", id="a"),
+        wire.Interrupt("soft", "r", 1.5),
+        wire.Interrupt("hard", id="b"),
+        wire.Resume("go", id="c"),
+        wire.Resume(None),
+        wire.Cancel(id="d"),
+        wire.Approve("c1", False, "not now", id="e"),
+    ],
+)
+def test_a_command_travels_to_another_process_as_itself(command: wire.Command) -> None:
+    assert wire.parse_command(orjson.dumps(wire.command_to_wire(command)).decode()) == command
 
 
 def _stamped(seq: int, e: ev.Event) -> ev.Event:
@@ -1195,3 +1243,39 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(
         None,
         ["https://a", "https://b"],
     )
+
+
+async def test_a_repeated_command_id_is_acked_to_its_sender_and_applied_once() -> None:
+    with trio.fail_after(10):
+        async with (
+            serving(NAPPING, runtime_options={"approval": {"nap": True}}) as s,
+            open_websocket_url(s.url()) as a,
+            open_websocket_url(s.url()) as b,
+        ):
+            await frame(a)
+            await frame(b)
+            await command(a, op="user_input", text="go", id="m1")
+            (user,) = [
+                e for e in await until(a, of_type("user_input")) if e["type"] == "user_input"
+            ]
+            assert user["command_id"] == "m1"
+            await command(a, op="user_input", text="go", id="m1")  # a retry
+            assert (await until(a, of_type("ack")))[-1] == {
+                "type": "ack",
+                "command_id": "m1",
+                "seq": user["seq"],
+            }
+            # The call waits for approval; b approves it over the wire, twice.
+            got = await until(b, of_type("tool_approval_requested"))
+            assert [e["type"] for e in got].count("user_input") == 1  # b: no ack, one input
+            await command(b, op="approve", call_id="n1", approved=True, id="yes")
+            await command(b, op="approve", call_id="n1", approved=True, id="yes")
+            decision = (await until(b, of_type("tool_approval")))[-1]
+            assert (decision["approved"], decision["command_id"]) == (True, "yes")
+            assert (await until(b, of_type("ack")))[-1]["seq"] == decision["seq"]
+            await command(b, op="approve", call_id="n1", approved=False)  # no id: judged
+            error = await client_error(b)
+            assert error["code"] == "bad_state"
+            assert error["message"] == (
+                "can't deny tool call 'n1' of session 's1': it is running, not awaiting approval"
+            )

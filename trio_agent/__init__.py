@@ -33,10 +33,12 @@ from ._core.state import State, ToolCallState, initial_state
 from ._core.text import Text
 from ._runtime import (
     CLEANUP_TIMEOUT,
+    DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_STEPS,
     DEFAULT_TOOL_CONCURRENCY,
     DEFAULT_TOOL_TIMEOUT,
+    Applied,
     Runtime,
     Session,
     open_runtime,
@@ -59,6 +61,7 @@ from .transports import AgentServer, ServerLimits, serve_websocket
 
 __all__ = [
     "CLEANUP_TIMEOUT",
+    "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_CAPACITY",
     "DEFAULT_LOG_MAX_BYTES",
     "DEFAULT_LOG_MAX_EVENTS",
@@ -69,6 +72,7 @@ __all__ = [
     "DEFAULT_TOOL_TIMEOUT",
     "MAX_CAPACITY",
     "AgentServer",
+    "Applied",
     "BusStatistics",
     "Event",
     "EventBus",

@@ -61,7 +61,8 @@ def _where(e: ev.Event) -> str:
 
 
 def check_invariants(log: Sequence[ev.Event], state: State | None = None) -> State:
-    """Check DESIGN §3 invariants 1–5 and 8 over one session's ``log``.
+    """Check DESIGN §3 invariants 1–5 and 8, and §9's invariant 9, over one session's
+    ``log``.
 
     ``state``, when given, is the live state, which must equal the fold of the log
     (invariant 5).  Returns the folded state.  Raises :class:`InvariantViolation`.
@@ -69,6 +70,8 @@ def check_invariants(log: Sequence[ev.Event], state: State | None = None) -> Sta
     session = state.session if state is not None else (log[0].session if log else "")
     folded = initial_state(session)
     open_calls: dict[tuple[int, int, str], ev.Event] = {}
+    requested: dict[tuple[int, int, str], ev.Event] = {}  # approval asked for
+    decided: dict[tuple[int, int, str], bool] = {}  # ... and given
     ended_runs: set[int] = set()
     paused_run: int | None = None
     soft_pending = False
@@ -93,6 +96,22 @@ def check_invariants(log: Sequence[ev.Event], state: State | None = None) -> Sta
             if key in open_calls:
                 raise InvariantViolation(f"invariant 2: {_where(e)} starts call {key[2]!r} twice")
             open_calls[key] = e
+        elif e.type == "tool_approval_requested":
+            key = (e.run, e.step, e.call_id)  # type: ignore[attr-defined]
+            if key not in open_calls or key in requested:
+                raise InvariantViolation(
+                    f"invariant 9: {_where(e)} asks for approval of call {key[2]!r}, which "
+                    + ("asked already" if key in requested else "has no open tool_call_start")
+                )
+            requested[key] = e
+        elif e.type == "tool_approval":
+            key = (e.run, e.step, e.call_id)  # type: ignore[attr-defined]
+            if key not in requested or key in decided or key not in open_calls:
+                raise InvariantViolation(
+                    f"invariant 9: {_where(e)} decides call {key[2]!r}, which "
+                    + ("was decided already" if key in decided else "is not waiting for it")
+                )
+            decided[key] = e.approved  # type: ignore[attr-defined]
         elif e.type == "tool_result":
             key = (e.run, e.step, e.call_id)  # type: ignore[attr-defined]
             if key not in open_calls:
@@ -101,11 +120,31 @@ def check_invariants(log: Sequence[ev.Event], state: State | None = None) -> Sta
                     "tool_call_start"
                 )
             del open_calls[key]
+            status = e.status  # type: ignore[attr-defined]
+            waited = key in requested and key not in decided  # it never started
+            # 9. a call that asked for approval runs only once approved; undecided, it
+            # can only have been cancelled; denied, it ends denied (or cancelled).
+            if key in requested:
+                allowed = (
+                    {"cancelled"}
+                    if waited
+                    else ({"denied", "cancelled"} if not decided[key] else None)
+                )
+                if (allowed is not None and status not in allowed) or (
+                    allowed is None and status == "denied"
+                ):
+                    how = "undecided" if waited else ("denied" if not decided[key] else "approved")
+                    raise InvariantViolation(
+                        f"invariant 9: {_where(e)} ends call {key[2]!r} {status}, "
+                        f"but its approval was {how}"
+                    )
             # 3. a soft interrupt never cancels a started tool call (unless it escalated,
-            # which publishes a hard interrupt first, or the run was cancelled).
+            # which publishes a hard interrupt first, or the run was cancelled); a call
+            # still waiting for approval had not started.
             if (
                 soft_pending
-                and e.status == "cancelled"  # type: ignore[attr-defined]
+                and status == "cancelled"
+                and not waited
                 and not _ends_cancelled(log, i, e.run)
             ):
                 raise InvariantViolation(
@@ -190,8 +229,10 @@ class RecordingModel:
 class Action:
     """One command at virtual time ``at`` (seconds after the schedule starts).
 
-    ``kind`` is ``soft``, ``hard``, ``resume``, ``cancel``, ``steer`` or ``send``;
-    ``grace`` applies to ``soft``; ``text`` to ``resume``, ``steer`` and ``send``.
+    ``kind`` is ``soft``, ``hard``, ``resume``, ``cancel``, ``steer``, ``send``,
+    ``approve`` or ``deny`` (the oldest call waiting for approval, if any: else a call
+    id that waits for nothing, which must be refused); ``grace`` applies to ``soft``;
+    ``text`` to ``resume``, ``steer``, ``send`` and ``deny`` (its reason).
     """
 
     at: float
@@ -218,6 +259,8 @@ def schedules(*, max_actions: int = 8, max_time: float = 5.0) -> Any:
         st.builds(Action, at=times, kind=st.just("resume"), text=st.one_of(st.none(), words)),
         st.builds(Action, at=times, kind=st.just("cancel")),
         st.builds(Action, at=times, kind=st.just("steer"), text=words),
+        st.builds(Action, at=times, kind=st.just("approve")),
+        st.builds(Action, at=times, kind=st.just("deny"), text=words),
     )
     return st.lists(action, max_size=max_actions).map(lambda a: sorted(a, key=lambda x: x.at))
 
@@ -233,6 +276,8 @@ def _acknowledges(action: Action, e: ev.Event) -> bool:
         return isinstance(e, ev.Resume)
     if action.kind in ("steer", "send"):
         return isinstance(e, ev.UserInput)
+    if action.kind in ("approve", "deny"):
+        return isinstance(e, ev.ToolApproval) and e.reason != "approval timed out"
     return False
 
 
@@ -259,6 +304,13 @@ async def drive(session: Session, schedule: Iterable[Action]) -> list[tuple[Acti
                 await session.cancel()
             elif action.kind in ("steer", "send"):
                 await session.send(action.text or "")
+            elif action.kind in ("approve", "deny"):
+                waiting = session.state.pending_approvals
+                call_id = waiting[0].call_id if waiting else "no-such-call"
+                if action.kind == "approve":
+                    await session.approve(call_id)
+                else:
+                    await session.deny(call_id, action.text or "")
             else:
                 raise ValueError(f"unknown action kind {action.kind!r}")
         except SessionStateError as exc:

@@ -16,6 +16,7 @@ from .control import RunControl
 from .loop import YIELD_EVERY, AgentLoop
 from .publish import CLEANUP_TIMEOUT, publish_shielded
 from .runtime import (
+    DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_STEPS,
     DEFAULT_TOOL_CONCURRENCY,
@@ -27,6 +28,7 @@ from .session import SESSION_ID_RE, Applied, CommandRouter, Session, validate_se
 
 __all__ = [
     "CLEANUP_TIMEOUT",
+    "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_TOOL_CONCURRENCY",

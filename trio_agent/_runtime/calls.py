@@ -26,6 +26,7 @@ import trio
 
 from .._bus import EventBus
 from .._core import events as ev
+from .._core.state import OPEN_CALL_STATUSES
 from ..tools.execute import execute_tool
 from .control import PendingApproval, RunControl
 from .publish import publish_shielded
@@ -94,10 +95,12 @@ class ToolCalls:
         tools.start_soon(self._after_approval, pending, run, step, call_id, name, arguments)
 
     def resume_waits(self, tools: trio.Nursery) -> int:
-        """Wait again for the approvals the step still has pending (a session recovered
-        from a shared log); how many."""
+        """Wait again for the approvals the step still has open (a session recovered
+        from a shared log: waiting, or decided since it was recovered); how many."""
         s = self.bus.state
-        pending = s.pending_approvals
+        pending = [
+            c for c in s.tool_calls if c.approval is not None and c.status in OPEN_CALL_STATUSES
+        ]
         for call in pending:
             arguments = dict(call.arguments or {})
             waiting = self.control.await_approval(call.call_id)

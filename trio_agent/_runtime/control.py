@@ -58,6 +58,7 @@ class RunControl:
         self.cancel_requested = False
         self.cancel_command_id = None
         self.interrupt = None
+        self.approvals.clear()
         self.run_ended = trio.Event()
         self.wake()
 
@@ -89,18 +90,23 @@ class RunControl:
         self.wake()
 
     def decide(self, call_id: str, approved: bool, reason: str) -> None:
-        """The decision on a call waiting for approval was published: act on it."""
+        """The decision on a call waiting for approval was published: act on it (kept
+        for its wait if that has not begun yet: a session being recovered)."""
         pending = self.approvals.get(call_id)
-        if pending is not None:
-            pending.approved = approved
-            pending.reason = reason
-            pending.decided.set()
+        if pending is None:
+            pending = self.approvals[call_id] = PendingApproval()
+        pending.approved = approved
+        pending.reason = reason
+        pending.decided.set()
 
     # ---- what the loop does ----------------------------------------------------------
 
     def await_approval(self, call_id: str) -> PendingApproval:
-        """Register a call that waits for approval (until :meth:`forget_approval`)."""
-        pending = self.approvals[call_id] = PendingApproval()
+        """Register a call that waits for approval (until :meth:`forget_approval`); its
+        decision, if one came first."""
+        pending = self.approvals.get(call_id)
+        if pending is None:
+            pending = self.approvals[call_id] = PendingApproval()
         if self.interrupt is not None and self.interrupt[0] == "soft":
             pending.scope.cancel()  # asked for while a soft interrupt is pending
         return pending

@@ -53,6 +53,7 @@ from .._core.model import (
     ToolCallEnd,
     Usage,
 )
+from .._core.state import OPEN_CALL_STATUSES as _OPEN
 from ..errors import ModelError
 from .calls import ToolCalls, close_open_calls
 from .control import RunControl
@@ -209,7 +210,7 @@ class AgentLoop:
                 while bus.state.status == "interrupted" and not control.cancel_requested:
                     await control.sleep()
                 continue
-            if bus.state.pending_approvals:
+            if any(c.approval is not None for c in bus.state.tool_calls if c.status in _OPEN):
                 # Recovered from a shared log mid-step with calls waiting for a person:
                 # the step goes on where it stood (the waits are durable), then ends.
                 outcome = await self._step(run, step, resumed=True)

@@ -11,40 +11,22 @@
 - :mod:`.bench` — ``trio-agent bench``: the benchmark suite, with the runner's own options.
 
 Each subcommand's module has ``add_*_arguments(parser)`` and ``*_command(args) -> int``;
-the options of a model (``--model``, ``--base-url``) are :func:`add_model_arguments`.
+what ``run`` and ``serve`` share (``--model``, ``--base-url``, ``--approve``) is in
+:mod:`.options`.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Final
 
 from .bench import add_bench_arguments, bench_command
 from .demo import add_demo_arguments, demo_command
+from .options import DEFAULT_MODEL_SPEC, add_agent_arguments, add_model_arguments
 from .run import add_run_arguments, run_command
 from .serve import add_serve_arguments, serve_command
 
 __all__ = ["DEFAULT_MODEL_SPEC", "add_model_arguments", "main", "parser"]
-
-DEFAULT_MODEL_SPEC: Final = "scripted"
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model SPEC`` and ``--base-url URL``, for ``run`` and ``serve``."""
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL_SPEC,
-        metavar="SPEC",
-        help="scripted, scripted:FILE, openai:MODEL or anthropic:MODEL (default: scripted)",
-    )
-    parser.add_argument(
-        "--base-url",
-        default=None,
-        metavar="URL",
-        help="provider base URL (OpenAI-compatible: with /v1; Anthropic: the host root); "
-        "default from OPENAI_BASE_URL / ANTHROPIC_BASE_URL",
-    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,10 +42,12 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one run; the text as it streams, or every event")
     add_model_arguments(run)
+    add_agent_arguments(run)
     add_run_arguments(run)
 
     serve = sub.add_parser("serve", help="the WebSocket endpoint and the browser page")
     add_model_arguments(serve)
+    add_agent_arguments(serve)
     add_serve_arguments(serve)
 
     bench = sub.add_parser("bench", help="the benchmark suite")

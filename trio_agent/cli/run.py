@@ -1,17 +1,60 @@
-"""``trio-agent run [--model SPEC] [--events jsonl] [--tools NAMES] PROMPT``: one run on
-the built-in tools; the text as it streams, or every event as one JSON line."""
+"""``trio-agent run [--model SPEC] [--events jsonl] [--tools NAMES] [--approve NAMES]
+PROMPT``: one run on the built-in tools; the text as it streams, or every event as one
+JSON line.
+
+A call that needs approval (``--approve``) is asked about on the terminal (stderr, the
+answer read from stdin: ``y`` runs it, anything else denies it — typed words are the
+reason the model reads); when stdin is not a terminal nobody can answer, and the call is
+denied with a reason that says so.  Questions are asked one at a time, while the run
+goes on."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import Final
 
+import orjson
 import trio
 
 from .. import events as ev
+from .._runtime import Session
+from .options import UsageError, approval_of
 
-__all__ = ["add_run_arguments", "run_command"]
+__all__ = ["NOBODY_TO_ASK", "add_run_arguments", "run_command"]
+
+NOBODY_TO_ASK: Final = (
+    "nobody could approve it: trio-agent run's stdin is not a terminal "
+    "(answer on a terminal, or leave the tool out of --approve)"
+)
+"""The reason a call that needs approval is denied when stdin is not a terminal."""
+
+
+def _ask(question: str) -> str:
+    """Ask on the terminal (a worker thread: reading stdin blocks)."""
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip()
+
+
+async def decide(session: Session, request: ev.ToolApprovalRequested, lock: trio.Lock) -> None:
+    """Ask the terminal about one call waiting for approval, and say so to the session."""
+    if not sys.stdin.isatty():
+        await session.deny(request.call_id, NOBODY_TO_ASK)
+        return
+    arguments = orjson.dumps(request.arguments).decode()
+    question = (
+        f"\ntrio-agent run: the model calls {request.name} with {arguments}; "
+        "run it? [y/N, or a reason to say no] "
+    )
+    async with lock:  # one question at a time
+        answer = await trio.to_thread.run_sync(_ask, question, abandon_on_cancel=True)
+    if answer.lower() in ("y", "yes"):
+        await session.approve(request.call_id)
+    else:
+        reason = "" if answer.lower() in ("", "n", "no") else answer
+        await session.deny(request.call_id, reason or "denied on the terminal")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,20 +90,28 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    offered = [by_name[n] for n in names]
     try:
+        approval = approval_of(args, offered)
         model = from_spec(args.model, base_url=args.base_url)
-    except (ValueError, OSError) as exc:
+    except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent run: {exc}", file=sys.stderr)
         return 2
 
     async def go() -> int:
         status = "failed"
         error = ""
-        async with open_runtime(model=model, tools=[by_name[n] for n in names]) as runtime:
+        asking = trio.Lock()
+        async with (
+            open_runtime(model=model, tools=offered, approval=approval) as runtime,
+            trio.open_nursery() as questions,
+        ):
             session = await runtime.open_session("cli")
             async with session.subscribe(after=0) as events:
                 await session.send(args.prompt)
                 async for event in events:
+                    if isinstance(event, ev.ToolApprovalRequested):
+                        questions.start_soon(decide, session, event, asking)
                     try:
                         if args.events == "jsonl":
                             sys.stdout.buffer.write(event.to_wire() + b"\n")
@@ -80,6 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
                     if isinstance(event, ev.Done):
                         status = event.status
                         break
+            questions.cancel_scope.cancel()  # (a question nobody answered: the run is over)
         if args.events != "jsonl":
             sys.stdout.write("\n")
         if status != "completed":

@@ -34,6 +34,7 @@ from .._runtime import Runtime, Session
 from ..errors import SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
+from .options import UsageError, approval_of
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -244,8 +245,9 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         return 2
     try:
+        approval = approval_of(args, DEMO_TOOLS)
         model = from_spec(args.model, base_url=getattr(args, "base_url", None))
-    except (ValueError, OSError) as exc:
+    except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
         return 2
     limits = limits_from_args(args)
@@ -259,7 +261,11 @@ def serve_command(args: argparse.Namespace) -> int:
                 # The runtime's own cap is --max-sessions too: its default (10,000)
                 # would refuse sessions that a larger --max-sessions allows.
                 open_runtime(
-                    model=model, tools=DEMO_TOOLS, log=log, max_sessions=limits.max_sessions
+                    model=model,
+                    tools=DEMO_TOOLS,
+                    log=log,
+                    max_sessions=limits.max_sessions,
+                    approval=approval,
                 ) as runtime,
                 trio.open_nursery() as nursery,
             ):

@@ -129,11 +129,13 @@ class SessionReplica:
                     task_status.started()
                 nursery.start_soon(self._keep_lease)
                 nursery.start_soon(self._read_commands)
-                if not owned:
-                    await session.recover(
-                        f"recovered by {log.node}: the previous owner's lease expired "
-                        "(its process died or lost Redis)"
-                    )
+                # A run the log shows going had an owner that died (its lease expired,
+                # whether another process waited for it or none was there): close what it
+                # left in flight (nothing to do for a session at rest).
+                await session.recover(
+                    f"recovered by {log.node}: the previous owner's lease expired "
+                    "(its process died or lost Redis)"
+                )
                 await session.serve()
         except* LeaseLost as group:
             logger.warning("session %r: %s; closing it here", self.id, group.exceptions[0])

@@ -3,6 +3,11 @@
 // keeps the last seq it has applied and reconnects with ?after= that seq, so the server
 // replays exactly what was missed.  Without `after` (first load, reload) the server
 // sends a `state` snapshot first, and the page renders from it.
+//
+// Every command carries an id.  The page keeps the commands the session has not
+// acknowledged yet (an event with their `command_id`, or an `ack`) and sends them again
+// after a reconnect, so a click made during a network blip is neither lost nor doubled:
+// the session applies an id once and answers a repeat with an `ack`.
 "use strict";
 
 (() => {
@@ -19,6 +24,7 @@
   $("session-id").textContent = sessionId;
 
   const TIMELINE_MAX = 400;
+  const UNACKED_MAX = 32; // commands kept for a resend: more than anyone clicks in a blip
   const MERGEABLE = new Set(["token_stream", "reasoning", "tool_call_delta"]);
 
   // ---- connection state ----
@@ -27,6 +33,9 @@
   let attempts = 0;
   let reconnectTimer = null;
   const counters = { frames: 0, events: 0, merged: 0 };
+  const unacked = new Map(); // command id -> command, in the order sent
+  const idPrefix = "p" + Math.random().toString(36).slice(2, 8) + "-";
+  let nextId = 1;
 
   // ---- view state ----
   let status = "idle";
@@ -161,7 +170,35 @@
     pill.textContent = st;
   }
 
+  // A call waiting for a person's approval: the card asks, with a reason box.
+  function askApproval(card, callId) {
+    setCardStatus(card, "awaiting_approval");
+    if (card.querySelector(".approval")) return;
+    const box = el("div", "approval");
+    const reason = el("input", "reason");
+    reason.placeholder = "reason (sent to the model if you deny)";
+    const yes = el("button", "btn primary approve", "Approve");
+    const no = el("button", "btn ghost danger deny", "Deny");
+    yes.type = no.type = "button";
+    yes.addEventListener("click", () => send({ op: "approve", call_id: callId, approved: true }));
+    no.addEventListener("click", () =>
+      send({ op: "approve", call_id: callId, approved: false, reason: reason.value.trim() }));
+    box.append(el("span", "question", "Run this call?"), reason, yes, no);
+    card.querySelector(".tool-body").before(box);
+  }
+
+  function decided(card, approved, reason) {
+    const box = card.querySelector(".approval");
+    if (box) box.remove();
+    const note = el("div", "decision " + (approved ? "approved" : "denied"),
+      approved ? "approved" : "denied" + (reason ? ": " + reason : ""));
+    card.querySelector(".tool-body").before(note);
+    if (approved) setCardStatus(card, "running");
+  }
+
   function setCardResult(card, st, result, error) {
+    const box = card.querySelector(".approval");
+    if (box) box.remove();
     setCardStatus(card, st);
     card.classList.add("has-result");
     card.querySelector(".result-text").textContent =
@@ -284,7 +321,8 @@
       const card = toolCard(c.call_id, c.name);
       card.querySelector(".args-text").textContent =
         c.arguments ? pretty(c.arguments) : c.arguments_text;
-      if (c.status === "streaming" || c.status === "running") setCardStatus(card, c.status);
+      if (c.status === "awaiting_approval") askApproval(card, c.call_id);
+      else if (c.status === "streaming" || c.status === "running") setCardStatus(card, c.status);
       else setCardResult(card, c.status, c.result, c.error);
     }
     if (s.status === "interrupted") notice("Paused — resume, send a message, or cancel", "pause");
@@ -331,6 +369,14 @@
         setText(card.querySelector(".args-text"), pretty(e.arguments));
         setCardStatus(card, "running");
         setStatus("acting");
+        break;
+      }
+      case "tool_approval_requested":
+        askApproval(toolCard(e.call_id, e.name), e.call_id);
+        break;
+      case "tool_approval": {
+        const card = cards.get(e.call_id);
+        if (card) decided(card, e.approved, e.reason);
         break;
       }
       case "tool_result": {
@@ -382,8 +428,18 @@
       logEvent(e, 1);
       toast(e.code + ": " + e.message);
       if (e.code === "bad_after" || e.code === "log_trimmed") lastSeq = null;
+      // A refusal answers the oldest command not yet acknowledged (one connection's
+      // commands are applied in order): it was not applied, and is not sent again.
+      if ((e.code === "bad_state" || e.code === "bad_command") && unacked.size) {
+        unacked.delete(unacked.keys().next().value);
+      }
       return;
     }
+    if (e.type === "ack") { // a command the session had applied already
+      unacked.delete(e.command_id);
+      return;
+    }
+    if (e.command_id) unacked.delete(e.command_id);
     if (lastSeq !== null && e.seq <= lastSeq) return; // never apply twice
     const covered = lastSeq === null ? 1 : e.seq - lastSeq;
     counters.events += covered;
@@ -406,7 +462,11 @@
     setConn(attempts ? "reconnecting" : "connecting");
     const sock = new WebSocket(url);
     ws = sock;
-    sock.onopen = () => { attempts = 0; setConn("live"); };
+    sock.onopen = () => {
+      attempts = 0;
+      setConn("live");
+      for (const command of unacked.values()) sock.send(JSON.stringify(command)); // resend
+    };
     sock.onmessage = (m) => {
       counters.frames += 1;
       let events;
@@ -427,9 +487,14 @@
     };
   }
 
+  // Send a command with a fresh id; kept until acknowledged, resent on reconnect.
   function send(command) {
-    if (!ws || ws.readyState !== WebSocket.OPEN) { toast("not connected"); return false; }
-    ws.send(JSON.stringify(command));
+    const id = idPrefix + nextId++;
+    const withId = { ...command, id };
+    unacked.set(id, withId);
+    while (unacked.size > UNACKED_MAX) unacked.delete(unacked.keys().next().value);
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(withId));
+    else toast("not connected: sent when the connection is back");
     return true;
   }
 
@@ -467,6 +532,7 @@
     get status() { return status; },
     counters,
     sessionId,
+    get unacked() { return unacked.size; },
     drop() { if (ws) ws.close(4000, "dropped by the page"); }, // as if the network dropped
   };
 
