@@ -299,8 +299,11 @@ class EventBus:
         """A new subscription; close it when done (or use :meth:`subscribe`).
 
         With ``after``, the log after that seq comes first, then live events.  Without,
-        only events published from now on."""
-        self._check_open()
+        only events published from now on.  A closed bus refuses a subscription
+        without ``after`` (``SessionClosed``); with it, the log is replayed and then the
+        subscription ends (a subscriber evicted as the session closed reads the rest)."""
+        if after is None:
+            self._check_open()
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}")
         if policy not in POLICIES:

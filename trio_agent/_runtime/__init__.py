@@ -22,6 +22,7 @@ from .runtime import (
     DEFAULT_TOOL_CONCURRENCY,
     DEFAULT_TOOL_TIMEOUT,
     Runtime,
+    SessionObserver,
     open_runtime,
 )
 from .session import SESSION_ID_RE, Applied, CommandRouter, Session, validate_session_id
@@ -44,6 +45,7 @@ __all__ = [
     "Session",
     "SessionHost",
     "SessionLog",
+    "SessionObserver",
     "ToolCalls",
     "close_open_calls",
     "open_runtime",
