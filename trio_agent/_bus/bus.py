@@ -72,6 +72,10 @@ class BusStatistics:
     last_seq: int
     publishers_waiting: int
     subscribers: tuple[SubscriberStatistics, ...]
+    dropped: int = 0
+    """Events dropped by ``drop_oldest`` subscribers since the bus began (closed ones too)."""
+    evictions: int = 0
+    """Lossless subscribers evicted since the bus began."""
 
 
 class EventBus:
@@ -97,6 +101,8 @@ class EventBus:
         self._ids = itertools.count(1)
         self._closed = False
         self._waiting = 0
+        self._dropped = 0  # (for statistics: the lifetime totals)
+        self._evictions = 0
 
     @property
     def state(self) -> State:
@@ -153,6 +159,7 @@ class EventBus:
             if n >= inbox.capacity:  # only drop_oldest gets here
                 buf.popleft()
                 inbox.dropped += 1
+                self._dropped += 1
                 n -= 1
             buf.append(event)
             if n >= inbox.peak:
@@ -259,6 +266,7 @@ class EventBus:
             finally:
                 self._waiting -= 1
             if scope.cancelled_caught and full in self._blocking:
+                self._evictions += 1
                 self._detach(full, False)
                 full.evict(
                     f"stalled: no progress for {sub.stall_timeout:g}s "
@@ -405,4 +413,6 @@ class EventBus:
             last_seq=log.last_seq,
             publishers_waiting=self._waiting,
             subscribers=tuple(s.statistics() for s in self._subscribers.values()),
+            dropped=self._dropped,
+            evictions=self._evictions,
         )

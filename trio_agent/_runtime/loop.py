@@ -232,6 +232,7 @@ class AgentLoop:
             self._usage = self._usage + outcome.usage
             if outcome.error is not None:
                 error = outcome.error
+                self.runtime.counters.model_error(error.code)
                 await publish_shielded(
                     bus, ev.Error(run=run, step=step + 1, code=error.code, message=error.message)
                 )
@@ -384,6 +385,7 @@ class AgentLoop:
                 redacted=chunk.redacted,
             )
         elif isinstance(chunk, Retrying):
+            self.runtime.counters.model_retry(chunk.code)
             # The provider's message says what failed and when it tries again.
             await emit(
                 ev.Error, run=run, step=step, code=chunk.code, message=chunk.message, retryable=True

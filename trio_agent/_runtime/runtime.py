@@ -21,6 +21,7 @@ from .._core.model import Model
 from ..errors import SessionClosed, SessionLimitError
 from ..tools import Approval, ApprovalPolicy, Tool, ToolRegistry
 from .backend import InMemory, SessionLog
+from .counters import RuntimeCounters, RuntimeStatistics
 from .session import Session, validate_session_id
 
 __all__ = [
@@ -118,6 +119,8 @@ class Runtime:
             from ..tracing import SessionTracer
 
             self.observers += (SessionTracer(tracer_provider),)
+        self.counters = RuntimeCounters()
+        """What the runtime counts of its own work (see :meth:`statistics`)."""
         self._sessions: dict[str, Session] = {}
         self._closing = False
 
@@ -170,6 +173,14 @@ class Runtime:
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+            self.counters.session_closed(session.statistics())
+
+    def statistics(self) -> RuntimeStatistics:
+        """The sessions open now and what the runtime counted (tool durations, model
+        errors and retries, events, drops and evictions, closed sessions' included)."""
+        return self.counters.statistics(
+            [(s.state.status, s.statistics()) for s in self._sessions.values()]
+        )
 
     def close(self) -> None:
         """Begin leaving: no new sessions; every session task is cancelled (the
