@@ -86,7 +86,7 @@ class _Run:
     key: RunKey
     trace_id: int
     agent: _Span
-    sampled: bool
+    parent: otel_context.Context | None = None  # its children's (made when first emitted)
     chats: dict[int, _Span] = attrs.field(factory=dict)
     calls: dict[str, _Span] = attrs.field(factory=dict)
     paused: bool = False
@@ -184,7 +184,7 @@ class TraceBuilder:
             first.ts if first else e.ts,
             attributes,
         )
-        run = _Run(key, tid, agent, self._sampled(tid, name, attributes))
+        run = _Run(key, tid, agent)
         self._runs[e.run] = run
         return run
 
@@ -419,9 +419,13 @@ class TraceBuilder:
         if not mine:
             return
         if parent:
-            flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if run.sampled else 0)
-            agent = trace.SpanContext(run.trace_id, run.agent.span_id, False, flags)
-            ctx = trace.set_span_in_context(trace.NonRecordingSpan(agent))
+            ctx = run.parent
+            if ctx is None:  # (once per run: the sampler's decision on its span, for all)
+                a = run.agent
+                sampled = self._sampled(run.trace_id, a.name, a.attributes)
+                flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0)
+                agent = trace.SpanContext(run.trace_id, a.span_id, False, flags)
+                ctx = run.parent = trace.set_span_in_context(trace.NonRecordingSpan(agent))
         else:
             ctx = otel_context.Context()  # the run's span is a root: one trace per run
         if self._ids is not None:
