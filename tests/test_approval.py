@@ -106,15 +106,20 @@ async def test_a_call_that_needs_approval_waits_then_runs_once_approved(
         assert session.state.to_dict()["pending_approvals"][0]["call_id"] == "c1"
         start = trio.current_time()
         await trio.sleep(3600)  # nobody decides: it waits (no approval_timeout)
-        assert session.state.pending_approvals and types(session)[-1] == "tool_approval_requested"
+        # (the model call ended after the request: nothing since)
+        assert session.state.pending_approvals and types(session)[-2:] == [
+            "tool_approval_requested",
+            "model_finished",
+        ]
         await session.approve("c1")
         await until(session, lambda s: s.status == "done")
         assert trio.current_time() - start == pytest.approx(3600 + 1)  # ran after the yes
     kinds = types(session)
     i = kinds.index("tool_approval_requested")
-    assert kinds[i - 1 : i + 3] == [
+    assert kinds[i - 1 : i + 4] == [
         "tool_call",
         "tool_approval_requested",
+        "model_finished",
         "tool_approval",
         "tool_result",
     ]

@@ -357,9 +357,11 @@ class BusMachine(RuleBasedStateMachine):
         log = self.log
         full = [s for s in self.subs if s.full_for(self.pending.event, log)]
         assert full
+        evictions = self.bus.statistics().evictions
         self.trio.call(self.trio.clock.jump, STALL)
         evicted = [s for s in self.subs if s.evicted_at is None and s.sub.statistics().evicted]
         assert len(evicted) == 1 and evicted[0] in full
+        assert self.bus.statistics().evictions == evictions + 1
         s = evicted[0]
         s.evicted_at = len(log)
         assert s.sub.statistics().evicted == (
@@ -1047,6 +1049,8 @@ async def test_statistics_values() -> None:
                     tasks_waiting_receive=0,
                 ),
             ),
+            dropped=1,
+            evictions=0,
         )
         assert bus.log.bytes == sum(event_size(e) for e in bus.log)
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -1054,6 +1058,8 @@ async def test_statistics_values() -> None:
         a.close()
         a.close()  # idempotent
         assert [s.id for s in bus.statistics().subscribers] == [b.id, c.id]
+        b.close()  # (the bus's totals outlive the subscriber)
+        assert (bus.statistics().dropped, len(bus.statistics().subscribers)) == (1, 1)
         with pytest.raises(trio.ClosedResourceError, match=r"^subscription was closed$"):
             a.receive_nowait()
 

@@ -46,9 +46,14 @@ command_ids = st.none() | st.text(min_size=1, max_size=64)
 FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "user_input": {"text": texts, "command_id": command_ids},
     "run_started": {},
-    "thinking": {},
+    "thinking": {"model": st.none() | texts, "provider": st.none() | texts},
     "token_stream": {"text": texts},
     "reasoning": {"text": texts},
+    "model_finished": {
+        "finish_reason": texts,
+        "usage": st.fixed_dictionaries({}, optional={"input_tokens": ints, "output_tokens": ints}),
+        "time_to_first_chunk": st.none() | st.floats(0, 1e6),
+    },
     "tool_call_start": {"call_id": texts, "name": texts},
     "tool_call_delta": {"call_id": texts, "delta": texts},
     "tool_call": {"call_id": texts, "name": texts, "arguments": json_objects},
@@ -157,7 +162,7 @@ def test_round_trip_huge_texts(kind: str) -> None:
             n
             for n in FIELDS[kind]
             if n not in MINIMAL.get(kind, {})
-            and (n not in ("result", "grace", "retryable", "usage"))
+            and (n not in ("result", "grace", "retryable", "usage", "time_to_first_chunk"))
         ),
     ]
     base = {n: "" for n in strings} | MINIMAL.get(kind, {})

@@ -673,7 +673,9 @@ async def test_two_processes_replica_interrupt_reconnect_and_kill_9_recovery(
                 # Reconnect to the other process with after=: nothing lost, nothing twice.
                 async with connect(port_a, after=seen_b[-1]["seq"]) as again:
                     await again.send(op="resume", instruction="go on")
-                    await again.until(lambda e: e["type"] == "tool_call")
+                    # (the step's model call ends after its tool call: then only the
+                    # call is in flight)
+                    await again.until(lambda e: e["type"] == "model_finished")
                     seen = seen_b + again.events
             # kill -9 the owner in the middle of the tool call.
             proc_a.kill()

@@ -78,6 +78,7 @@ async def test_a_run_streams_tokens_and_completes(autojump_clock: trio.testing.M
                 "token_stream",
                 "token_stream",
                 "token_stream",
+                "model_finished",
                 "done",
             ]
             assert isinstance(done, ev.Done)

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from ._core import events as ev
-from ._core.model import Chunk, Message, Model, ToolSpec
+from ._core.model import Chunk, Message, Model, ToolSpec, model_identity
 from ._core.reduce import reduce
 from ._core.state import State, initial_state
 from ._runtime import Session
@@ -48,6 +48,7 @@ _MODEL_OR_TOOL: Final = frozenset(
         "thinking",
         "token_stream",
         "reasoning",
+        "model_finished",
         "tool_call_start",
         "tool_call_delta",
         "tool_call",
@@ -211,6 +212,8 @@ class RecordingModel:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.calls: list[tuple[Message, ...]] = []
+        # (what the wrapped model says it is: the ``thinking`` events carry it)
+        self.provider_name, self.model_name = model_identity(model)
 
     def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]

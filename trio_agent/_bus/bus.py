@@ -72,6 +72,10 @@ class BusStatistics:
     last_seq: int
     publishers_waiting: int
     subscribers: tuple[SubscriberStatistics, ...]
+    dropped: int = 0
+    """Events dropped by ``drop_oldest`` subscribers since the bus began (closed ones too)."""
+    evictions: int = 0
+    """Lossless subscribers evicted since the bus began."""
 
 
 class EventBus:
@@ -97,6 +101,8 @@ class EventBus:
         self._ids = itertools.count(1)
         self._closed = False
         self._waiting = 0
+        self._dropped = 0  # (for statistics: the lifetime totals)
+        self._evictions = 0
 
     @property
     def state(self) -> State:
@@ -153,6 +159,7 @@ class EventBus:
             if n >= inbox.capacity:  # only drop_oldest gets here
                 buf.popleft()
                 inbox.dropped += 1
+                self._dropped += 1
                 n -= 1
             buf.append(event)
             if n >= inbox.peak:
@@ -259,6 +266,7 @@ class EventBus:
             finally:
                 self._waiting -= 1
             if scope.cancelled_caught and full in self._blocking:
+                self._evictions += 1
                 self._detach(full, False)
                 full.evict(
                     f"stalled: no progress for {sub.stall_timeout:g}s "
@@ -299,8 +307,11 @@ class EventBus:
         """A new subscription; close it when done (or use :meth:`subscribe`).
 
         With ``after``, the log after that seq comes first, then live events.  Without,
-        only events published from now on."""
-        self._check_open()
+        only events published from now on.  A closed bus refuses a subscription
+        without ``after`` (``SessionClosed``); with it, the log is replayed and then the
+        subscription ends (a subscriber evicted as the session closed reads the rest)."""
+        if after is None:
+            self._check_open()
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}")
         if policy not in POLICIES:
@@ -402,4 +413,6 @@ class EventBus:
             last_seq=log.last_seq,
             publishers_waiting=self._waiting,
             subscribers=tuple(s.statistics() for s in self._subscribers.values()),
+            dropped=self._dropped,
+            evictions=self._evictions,
         )

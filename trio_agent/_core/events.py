@@ -55,6 +55,7 @@ __all__ = [
     "FrozenList",
     "Interrupt",
     "Interrupted",
+    "ModelFinished",
     "ProtocolError",
     "Reasoning",
     "Resume",
@@ -92,10 +93,15 @@ class RunStarted(Event):
     """Run ``run`` began."""
 
 
-@event_type("thinking")
+@event_type("thinking", model=OPT_STR, provider=OPT_STR)
 @attrs.frozen(slots=True, kw_only=True)
 class Thinking(Event):
-    """Step ``step`` began: the model is being called."""
+    """Step ``step`` began: the model is being called.  ``model`` and ``provider``
+    name what is called, when the model says (``Model.model_name`` and
+    ``provider_name``): a trace derived from the log names its model calls by them."""
+
+    model: str | None = None
+    provider: str | None = None
 
 
 @event_type("token_stream", text=STR)
@@ -104,6 +110,32 @@ class TokenStream(Event):
     """Answer text from the model (one or more tokens)."""
 
     text: str
+
+
+@event_type(
+    "model_finished",
+    finish_reason=STR,
+    usage=((dict,), False, None),
+    time_to_first_chunk=((float, int), True, None),
+)
+@attrs.frozen(slots=True, kw_only=True)
+class ModelFinished(Event):
+    """The step's model call ended normally (not in DESIGN §2: a trace derived from the
+    log needs each call's end, its finish reason and its usage, and any process may be
+    the one that derives it).  ``finish_reason`` as the provider gave it ("" when it
+    gave none); ``usage`` counts this call's tokens (``{"input_tokens": n,
+    "output_tokens": n}``, empty when the provider counted none);
+    ``time_to_first_chunk``: seconds from the request to the stream's first chunk
+    (None when none came).  Comes after the call's last ``tool_call``; a call cut short
+    (an interrupt, a failure) has none."""
+
+    finish_reason: str = ""
+    usage: Mapping[str, int] = attrs.field(factory=dict)
+    time_to_first_chunk: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        Event.__attrs_post_init__(self)
+        check_usage(self)
 
 
 @event_type("reasoning", text=STR, signature=OPT_STR, redacted=OPT_STR)
@@ -286,13 +318,7 @@ class Done(Event):
 
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
-        for key, value in self.usage.items():
-            if type(value) is not int:
-                raise ProtocolError(
-                    f"field 'usage' of 'done' event: expected an object of int counts, "
-                    f"got {key!r}: {json_type(value)}"
-                )
-        self.freeze_field("usage")
+        check_usage(self)
 
 
 @event_type("state", state=((dict,), False, None))
@@ -306,6 +332,17 @@ class StateSnapshot(Event):
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)
         self.freeze_field("state")
+
+
+def check_usage(event: ModelFinished | Done) -> None:
+    """The event's ``usage`` is an object of int counts (frozen), or a ``ProtocolError``."""
+    for key, value in event.usage.items():
+        if type(value) is not int:
+            raise ProtocolError(
+                f"field 'usage' of {event.type!r} event: expected an object of int counts, "
+                f"got {key!r}: {json_type(value)}"
+            )
+    event.freeze_field("usage")
 
 
 def from_dict(obj: object) -> Event:

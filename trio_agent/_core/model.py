@@ -30,6 +30,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolSpec",
     "Usage",
+    "model_identity",
 ]
 
 Role = Literal["user", "assistant", "tool"]
@@ -196,3 +197,14 @@ class Model(Protocol):
     ) -> AsyncIterator[Chunk]: ...
 
     async def aclose(self) -> None: ...
+
+
+def model_identity(model: object) -> tuple[str | None, str | None]:
+    """``(provider_name, model_name)`` of ``model``: its optional attributes of those
+    names (see :class:`Model`), None where it has none (or one that is not a string)."""
+    provider = getattr(model, "provider_name", None)
+    name = getattr(model, "model_name", None)
+    return (
+        provider if isinstance(provider, str) else None,
+        name if isinstance(name, str) else None,
+    )

@@ -43,6 +43,7 @@ _RUNNING: Final[_Row] = {
     "thinking": "thinking",  # a new step: the model is called again
     "token_stream": SAME,
     "reasoning": SAME,
+    "model_finished": SAME,  # the step's model call ended; its tool calls may run on
     "tool_call_start": SAME,
     "tool_call_delta": SAME,
     "tool_call": "acting",  # a tool runs
@@ -328,6 +329,11 @@ def _resume(s: State, e: ev.Resume) -> State:
     )
 
 
+def _model_finished(s: State, e: ev.ModelFinished) -> State:
+    _require_step(s, e)
+    return _evolve(s, seq=e.seq)
+
+
 def _error(s: State, e: ev.Error) -> State:
     return _evolve(s, seq=e.seq, error=e)
 
@@ -354,6 +360,7 @@ HANDLERS: Final[Mapping[str, _Handler]] = {
     "thinking": _thinking,
     "token_stream": _token,
     "reasoning": _reasoning,
+    "model_finished": _model_finished,
     "tool_call_start": _call_start,
     "tool_call_delta": _call_delta,
     "tool_call": _call,

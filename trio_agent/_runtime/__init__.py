@@ -7,12 +7,14 @@
   the seams a backend uses (``serve``, ``route_commands``, ``recover``);
 - :mod:`.backend` — the backend seam (:class:`SessionLog`, :class:`SessionHost`) and the
   in-memory default;
+- :mod:`.counters` — what a runtime counts for ``Runtime.statistics()``;
 - :mod:`.runtime` — :class:`Runtime` and :func:`open_runtime`.
 """
 
 from .backend import InMemory, SessionHost, SessionLog
 from .calls import ToolCalls, close_open_calls
 from .control import RunControl
+from .counters import TOOL_DURATION_BUCKETS, RuntimeCounters, RuntimeStatistics
 from .loop import YIELD_EVERY, AgentLoop
 from .publish import CLEANUP_TIMEOUT, publish_shielded
 from .runtime import (
@@ -22,6 +24,7 @@ from .runtime import (
     DEFAULT_TOOL_CONCURRENCY,
     DEFAULT_TOOL_TIMEOUT,
     Runtime,
+    SessionObserver,
     open_runtime,
 )
 from .session import SESSION_ID_RE, Applied, CommandRouter, Session, validate_session_id
@@ -34,6 +37,7 @@ __all__ = [
     "DEFAULT_TOOL_CONCURRENCY",
     "DEFAULT_TOOL_TIMEOUT",
     "SESSION_ID_RE",
+    "TOOL_DURATION_BUCKETS",
     "YIELD_EVERY",
     "AgentLoop",
     "Applied",
@@ -41,9 +45,12 @@ __all__ = [
     "InMemory",
     "RunControl",
     "Runtime",
+    "RuntimeCounters",
+    "RuntimeStatistics",
     "Session",
     "SessionHost",
     "SessionLog",
+    "SessionObserver",
     "ToolCalls",
     "close_open_calls",
     "open_runtime",

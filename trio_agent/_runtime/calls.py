@@ -113,9 +113,19 @@ class ToolCalls:
         self, run: int, step: int, call_id: str, name: str, arguments: Mapping[str, Any]
     ) -> None:
         runtime = self.runtime
-        result = await execute_tool(
-            runtime.registry, name, arguments, limiter=runtime.limiter, timeout=runtime.tool_timeout
-        )
+        began = trio.current_time()
+        try:
+            result = await execute_tool(
+                runtime.registry,
+                name,
+                arguments,
+                limiter=runtime.limiter,
+                timeout=runtime.tool_timeout,
+            )
+        except trio.Cancelled:
+            runtime.counters.tool_finished(name, "cancelled", trio.current_time() - began)
+            raise
+        runtime.counters.tool_finished(name, result.status, trio.current_time() - began)
         await self.emit(
             ev.ToolResult,
             run=run,

@@ -52,6 +52,7 @@ from .._core.model import (
     ToolCallChunk,
     ToolCallEnd,
     Usage,
+    model_identity,
 )
 from .._core.state import OPEN_CALL_STATUSES as _OPEN
 from ..errors import ModelError
@@ -83,6 +84,7 @@ class AgentLoop:
         self._since_yield = 0
         self._usage = Usage()  # the current run's, summed over its model calls
         self.calls = ToolCalls(bus, control, runtime, self._emit)
+        self.provider, self.model = model_identity(runtime.model)
 
     async def serve(self) -> None:
         """Run each run as it starts, until cancelled; then end a run left open."""
@@ -230,6 +232,7 @@ class AgentLoop:
             self._usage = self._usage + outcome.usage
             if outcome.error is not None:
                 error = outcome.error
+                self.runtime.counters.model_error(error.code)
                 await publish_shielded(
                     bus, ev.Error(run=run, step=step + 1, code=error.code, message=error.message)
                 )
@@ -293,7 +296,9 @@ class AgentLoop:
                     async with trio.open_nursery() as tools:
                         self.calls.resume_waits(tools)
                 else:
-                    await self._emit(ev.Thinking, run=run, step=step)
+                    await self._emit(
+                        ev.Thinking, run=run, step=step, model=self.model, provider=self.provider
+                    )
                     await self._stream_and_act(run, step, outcome)
         finally:
             control.step_scope = None
@@ -320,9 +325,13 @@ class AgentLoop:
         assembler = ToolCallAssembler(id_prefix=f"call_r{run}s{step}_")
         async with trio.open_nursery() as tools:
             try:
+                requested = trio.current_time()
+                first: float | None = None  # seconds to the first chunk
                 stream = runtime.model.stream(self.bus.state.messages, runtime.registry.specs())
                 async with aclosing(stream) as chunks:  # type: ignore[type-var]
                     async for chunk in chunks:
+                        if first is None:
+                            first = trio.current_time() - requested
                         if type(chunk) is TextDelta:  # the common case first
                             if chunk.text:
                                 await self._token(run, step, chunk.text)
@@ -331,6 +340,21 @@ class AgentLoop:
                         else:
                             await self._chunk(run, step, chunk, outcome)
                 await self._facts(run, step, assembler.finish(), tools, outcome)
+                # The call's end, as a fact of the log (a trace's ``chat`` span ends here).
+                counted = outcome.usage
+                usage = (
+                    {"input_tokens": counted.input_tokens, "output_tokens": counted.output_tokens}
+                    if outcome.usage_counted
+                    else {}
+                )
+                await self._emit(
+                    ev.ModelFinished,
+                    run=run,
+                    step=step,
+                    finish_reason=outcome.finish_reason,
+                    usage=usage,
+                    time_to_first_chunk=first,
+                )
             except ModelError as exc:
                 outcome.error = exc
             except Exception as exc:
@@ -361,12 +385,16 @@ class AgentLoop:
                 redacted=chunk.redacted,
             )
         elif isinstance(chunk, Retrying):
+            self.runtime.counters.model_retry(chunk.code)
             # The provider's message says what failed and when it tries again.
             await emit(
                 ev.Error, run=run, step=step, code=chunk.code, message=chunk.message, retryable=True
             )
-        elif isinstance(chunk, Finish) and chunk.usage is not None:
-            outcome.usage = outcome.usage + chunk.usage
+        elif isinstance(chunk, Finish):
+            outcome.finish_reason = chunk.reason
+            if chunk.usage is not None:
+                outcome.usage = outcome.usage + chunk.usage
+                outcome.usage_counted = True
 
     async def _facts(
         self,
@@ -435,13 +463,15 @@ class AgentLoop:
 class _StepOutcome:
     """What a step came to: whether the model made tool calls, its error, its usage."""
 
-    __slots__ = ("error", "interrupted", "made_calls", "usage")
+    __slots__ = ("error", "finish_reason", "interrupted", "made_calls", "usage", "usage_counted")
 
     def __init__(self) -> None:
         self.made_calls = False
         self.interrupted = False
         self.error: ModelError | None = None
         self.usage = Usage()
+        self.usage_counted = False  # the provider counted tokens (a Finish with usage)
+        self.finish_reason = ""  # as the provider gave it (its Finish chunk)
 
     @property
     def completed(self) -> bool:

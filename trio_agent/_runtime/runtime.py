@@ -8,7 +8,8 @@ run through the same cleanup path as a cancel, then joins every task: none outli
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
@@ -20,6 +21,7 @@ from .._core.model import Model
 from ..errors import SessionClosed, SessionLimitError
 from ..tools import Approval, ApprovalPolicy, Tool, ToolRegistry
 from .backend import InMemory, SessionLog
+from .counters import RuntimeCounters, RuntimeStatistics
 from .session import Session, validate_session_id
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_TOOL_TIMEOUT",
     "MODEL_CLOSE_TIMEOUT",
     "Runtime",
+    "SessionObserver",
     "open_runtime",
 ]
 
@@ -55,6 +58,15 @@ timed out"): by default none — a person may be away, and a waiting call costs 
 (a paused task and an entry in the state, durable on Redis).  Set one where a run must
 not wait for long (``open_runtime(approval_timeout=...)``)."""
 
+logger = logging.getLogger("trio_agent")
+
+SessionObserver = Callable[[Session], Awaitable[None]]
+"""A task the runtime runs beside each session it opens (``open_runtime(observers=...)``,
+the tracer of ``tracer_provider=``): started in the runtime's nursery once the session
+shows its log, it reads the session as any subscriber does and returns when its
+subscription ends (the session closed).  An exception from it is logged and ends that
+observer alone."""
+
 MODEL_CLOSE_TIMEOUT: Final = 5.0
 """Seconds the model's ``aclose()`` (its connection pool) may take when the runtime
 is left, shielded."""
@@ -79,6 +91,8 @@ class Runtime:
         log: SessionLog | None = None,
         approval: Mapping[str, Approval] | None = None,
         approval_timeout: float | None = DEFAULT_APPROVAL_TIMEOUT,
+        observers: Iterable[SessionObserver] = (),
+        tracer_provider: Any = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -98,6 +112,15 @@ class Runtime:
         self.log_max_events = log_max_events
         self.log_max_bytes = log_max_bytes
         self.session_log: SessionLog = log if log is not None else InMemory()
+        self.observers: tuple[SessionObserver, ...] = tuple(observers)
+        """What runs beside each session opened (see :data:`SessionObserver`)."""
+        if tracer_provider is not None:
+            # (imported here: only a runtime that traces needs OpenTelemetry)
+            from ..tracing import SessionTracer
+
+            self.observers += (SessionTracer(tracer_provider),)
+        self.counters = RuntimeCounters()
+        """What the runtime counts of its own work (see :meth:`statistics`)."""
         self._sessions: dict[str, Session] = {}
         self._closing = False
 
@@ -136,11 +159,28 @@ class Runtime:
         except BaseException:
             self._forget(session)
             raise
+        if not session.closed:
+            for observer in self.observers:
+                self._nursery.start_soon(self._observe, observer, session)
         return session
+
+    async def _observe(self, observer: SessionObserver, session: Session) -> None:
+        try:
+            await observer(session)
+        except Exception:  # (one observer's failure is not the session's, nor the runtime's)
+            logger.exception("session %r: observer %r failed", session.id, observer)
 
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+            self.counters.session_closed(session.statistics())
+
+    def statistics(self) -> RuntimeStatistics:
+        """The sessions open now and what the runtime counted (tool durations, model
+        errors and retries, events, drops and evictions, closed sessions' included)."""
+        return self.counters.statistics(
+            [(s.state.status, s.statistics()) for s in self._sessions.values()]
+        )
 
     def close(self) -> None:
         """Begin leaving: no new sessions; every session task is cancelled (the
@@ -162,7 +202,10 @@ async def open_runtime(
     ``log_max_events``, ``log_max_bytes``, ``log`` (where sessions live, e.g.
     ``trio_agent.redis.open_redis_log(url)``; default: in memory), ``approval`` (tool
     name -> ``True``/``False``/a predicate on the arguments: which calls wait for a
-    person's approval, over each tool's own ``approval``), ``approval_timeout``.  On exit every run
+    person's approval, over each tool's own ``approval``), ``approval_timeout``,
+    ``observers`` (tasks run beside each session: :data:`SessionObserver`),
+    ``tracer_provider`` (an OpenTelemetry ``TracerProvider``: each session's runs are
+    traced, see :mod:`trio_agent.tracing`).  On exit every run
     still going ends ``cancelled`` and every task is joined; the model's ``aclose()`` is
     called.
     """

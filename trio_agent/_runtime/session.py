@@ -101,6 +101,7 @@ class Session:
         self._bus = bus  # the working bus: the agent loop publishes here
         self._view = view  # what the session shows
         self._router: CommandRouter | None = None  # set on a replica
+        self._owner_since: int | None = None  # see ``owner_since``
         self._control = RunControl()
         self._commands = trio.Lock()  # commands are decided and applied one at a time
         self._owned = trio.Event()  # this process runs the agent loop (or never will)
@@ -156,6 +157,16 @@ class Session:
         decides them against the true state (see docs/redis.md).  False in memory and
         on the owner; a replica stops being one when it takes the session over."""
         return self._router is not None
+
+    @property
+    def owner_since(self) -> int | None:
+        """The seq after which this process publishes the session's events: the last
+        event of the log when it began to run the agent loop (0 for a new session; on
+        a shared log, where the previous owners' events end).  None while another
+        process owns the session (a replica), and before the session started.  A
+        tracer emits the spans whose last event is past it, so that of the processes
+        showing a session exactly one emits each span."""
+        return self._owner_since
 
     async def wait_owned(self) -> None:
         """Return once this process owns the session and runs its agent loop: at once
@@ -326,12 +337,15 @@ class Session:
         owner decides them), or, with ``None``, decide them here again (it became the
         owner).  See docs/architecture.md, "Extension points"."""
         self._router = router
+        self._owner_since = None if router is not None else self._bus.log.last_seq
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the agent loop (this process owns the session) until cancelled; a run
         left open ends ``cancelled``, and the working bus is closed.
         ``task_status.started()`` at once: the session shows its log already."""
         task_status.started()
+        if self._owner_since is None:
+            self._owner_since = self._bus.log.last_seq
         self._owned.set()
         await AgentLoop(self.id, self._bus, self._control, self._runtime).serve()
 

@@ -34,6 +34,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "assembler",
     "redis",
     "approval",
+    "tracing",
 )
 """Module names, in the order ``trio-agent bench`` runs them."""
 

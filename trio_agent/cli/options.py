@@ -3,24 +3,33 @@
 - ``--model SPEC`` and ``--base-url URL``: the model (:func:`add_model_arguments`);
 - ``--approve NAME,…``: calls of these tools wait for a person's approval (DESIGN §9);
   on ``serve`` the page asks, on ``run`` the terminal does (:func:`add_agent_arguments`,
-  :func:`approval_of`).
+  :func:`approval_of`);
+- ``--otel``: runs are traced to OpenTelemetry over OTLP/HTTP, configured by the
+  standard ``OTEL_*`` environment variables (:func:`tracer_provider_of`; the ``otel``
+  extra).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
 
 from ..tools import Approval, Tool
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
+    "OTEL_EXTRA",
     "UsageError",
     "add_agent_arguments",
     "add_model_arguments",
     "approval_of",
+    "tracer_provider_of",
 ]
+
+OTEL_EXTRA: Final = "pip install 'trio-agent[otel]'"
+"""What ``--otel`` needs installed."""
 
 DEFAULT_MODEL_SPEC: Final = "scripted"
 
@@ -55,6 +64,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated tools whose every call waits for a person's approval "
         "(serve: on the page; run: asked on the terminal, denied when stdin is not one)",
     )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="trace every run to OpenTelemetry (GenAI spans, OTLP over HTTP/protobuf) as "
+        "the OTEL_EXPORTER_OTLP_* and other OTEL_* environment variables say; needs the "
+        "otel extra",
+    )
 
 
 def approval_of(args: argparse.Namespace, tools: Sequence[Tool]) -> dict[str, Approval]:
@@ -69,3 +85,23 @@ def approval_of(args: argparse.Namespace, tools: Sequence[Tool]) -> dict[str, Ap
             f"tools: {', '.join(sorted(known)) or 'none'}"
         )
     return {name: True for name in names}
+
+
+@asynccontextmanager
+async def tracer_provider_of(args: argparse.Namespace) -> AsyncIterator[Any]:
+    """``open_runtime(tracer_provider=…)`` from ``--otel`` (None without it), flushed and
+    shut down on the way out; :class:`UsageError` naming the extra when it is missing."""
+    if not getattr(args, "otel", False):
+        yield None
+        return
+    try:
+        from ..tracing.otlp import otlp_provider, shutdown
+    except ImportError as exc:
+        raise UsageError(
+            f"--otel needs the otel extra ({OTEL_EXTRA}): {exc.name or exc} is not installed"
+        ) from None
+    provider = otlp_provider()
+    try:
+        yield provider
+    finally:
+        await shutdown(provider)

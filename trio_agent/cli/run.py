@@ -20,7 +20,7 @@ import trio
 
 from .. import events as ev
 from .._runtime import Session
-from .options import UsageError, approval_of
+from .options import UsageError, approval_of, tracer_provider_of
 
 __all__ = ["NOBODY_TO_ASK", "add_run_arguments", "run_command"]
 
@@ -103,7 +103,10 @@ def run_command(args: argparse.Namespace) -> int:
         error = ""
         asking = trio.Lock()
         async with (
-            open_runtime(model=model, tools=offered, approval=approval) as runtime,
+            tracer_provider_of(args) as tracer_provider,  # --otel
+            open_runtime(
+                model=model, tools=offered, approval=approval, tracer_provider=tracer_provider
+            ) as runtime,
             trio.open_nursery() as questions,
         ):
             session = await runtime.open_session("cli")
@@ -143,5 +146,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         return trio.run(go)
+    except UsageError as exc:  # (--otel without the extra)
+        print(f"trio-agent run: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -34,7 +34,7 @@ from .._runtime import Runtime, Session
 from ..errors import SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
-from .options import UsageError, approval_of
+from .options import UsageError, approval_of, tracer_provider_of
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -257,6 +257,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with (
+                tracer_provider_of(args) as tracer_provider,  # --otel
                 open_log_from_args(args) as log,  # --redis URL; None: in memory
                 # The runtime's own cap is --max-sessions too: its default (10,000)
                 # would refuse sessions that a larger --max-sessions allows.
@@ -266,6 +267,7 @@ def serve_command(args: argparse.Namespace) -> int:
                     log=log,
                     max_sessions=limits.max_sessions,
                     approval=approval,
+                    tracer_provider=tracer_provider,
                 ) as runtime,
                 trio.open_nursery() as nursery,
             ):
@@ -297,6 +299,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
     try:
         return trio.run(main)
+    except UsageError as exc:  # (--otel without the extra)
+        print(f"trio-agent serve: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
 

@@ -94,6 +94,7 @@ class AnthropicModel(HTTPModel):
     """
 
     PROVIDER = PROVIDER
+    provider_name = "anthropic"
     KEY_ENV = ANTHROPIC_KEY_ENV
     BASE_URL_ENV = ANTHROPIC_BASE_URL_ENV
     DEFAULT_BASE_URL = DEFAULT_ANTHROPIC_BASE_URL

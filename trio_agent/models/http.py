@@ -339,6 +339,8 @@ class HTTPModel:
     """
 
     PROVIDER: ClassVar[str]
+    provider_name: ClassVar[str]
+    """The OpenTelemetry ``gen_ai.provider.name`` (``Model.provider_name``)."""
     KEY_ENV: ClassVar[str]
     BASE_URL_ENV: ClassVar[str]
     DEFAULT_BASE_URL: ClassVar[str]
@@ -373,6 +375,11 @@ class HTTPModel:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def model_name(self) -> str:
+        """The model as requested (``Model.model_name``: the ``thinking`` events say it)."""
+        return self.model
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         raise NotImplementedError

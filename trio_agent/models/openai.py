@@ -66,6 +66,7 @@ class OpenAIChatModel(HTTPModel):
     """
 
     PROVIDER = PROVIDER
+    provider_name = "openai"
     KEY_ENV = OPENAI_KEY_ENV
     BASE_URL_ENV = OPENAI_BASE_URL_ENV
     DEFAULT_BASE_URL = DEFAULT_OPENAI_BASE_URL

@@ -204,6 +204,10 @@ def _words(text: str) -> int:
 class ScriptedModel:
     """A model that plays a script (see the module docstring for the format)."""
 
+    provider_name: Final = "trio_agent.scripted"
+    """``Model.provider_name``: no provider, a script played in this process."""
+    model_name: Final = "scripted"
+
     def __init__(self, script: Mapping[str, Any]) -> None:
         self._turns = _parse_script(script)
         self._script: dict[str, Any] = orjson.loads(orjson.dumps(dict(script)))

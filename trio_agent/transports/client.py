@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Any
+from typing import Any, ClassVar, Final
 
 import attrs
 import trio
@@ -27,11 +27,27 @@ import trio
 from .._bus import Subscription
 from .._core import events as ev
 from .._core import wire
+from .._core.histogram import Histogram
 from .._runtime import Applied, Session
 from ..errors import CommandError, LogTrimmed, SessionLogError, SessionStateError, SubscriberEvicted
 from .limits import CLOSE_EVICTED, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ServerLimits
 
-__all__ = ["Client", "CommandOutcome", "Counters", "apply_command", "snapshot_of"]
+__all__ = [
+    "SEND_LATENCY_BUCKETS",
+    "Client",
+    "CommandOutcome",
+    "Counters",
+    "apply_command",
+    "snapshot_of",
+]
+
+SEND_LATENCY_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Seconds, the upper bounds of the publish-to-send latency buckets: from a frame sent
+at once (a tenth of a millisecond) to one held back by a slow client (the default
+``send_timeout`` is 30 s, the ``stall_timeout`` 10 s)."""
 
 
 @attrs.define
@@ -46,6 +62,14 @@ class Counters:
     """Events folded into the one before them (see ``wire.merge_events``)."""
     errors: int = 0
     """Client-only ``error`` events."""
+    refused: dict[str, int] = attrs.field(factory=dict)
+    """Client commands refused, by the ``error`` code the client got."""
+    send_latency: Histogram = attrs.field(factory=lambda: Histogram(SEND_LATENCY_BUCKETS))
+    """Per live frame: seconds from the publish of its oldest event to the frame sent."""
+
+    def refuse(self, code: str) -> None:
+        """Count a client command refused with ``code``."""
+        self.refused[code] = self.refused.get(code, 0) + 1
 
 
 def snapshot_of(session: Session) -> ev.StateSnapshot:
@@ -83,8 +107,18 @@ class CommandOutcome:
         return None
 
 
-async def apply_command(session: Session, text: str | bytes) -> CommandOutcome:
-    """Parse the command ``text`` (DESIGN §6) and apply it to ``session``."""
+async def apply_command(
+    session: Session, text: str | bytes, counters: Counters | None = None
+) -> CommandOutcome:
+    """Parse the command ``text`` (DESIGN §6) and apply it to ``session``; a refusal is
+    counted in ``counters`` (by its code)."""
+    outcome = await _apply(session, text)
+    if outcome.applied is None and counters is not None:
+        counters.refuse(outcome.code)
+    return outcome
+
+
+async def _apply(session: Session, text: str | bytes) -> CommandOutcome:
     try:
         command = wire.parse_command(text)
     except CommandError as exc:
@@ -109,8 +143,11 @@ class Client(abc.ABC):
     ``close`` is the ``(code, reason)`` decided (None: none yet), ``gone`` that the peer
     is gone and nothing more can be sent.  The server sets ``session`` when it attaches
     the client, calls :meth:`run`, :meth:`flush` if the client was cancelled from
-    outside, and :meth:`drain` when it stops.
+    outside, and :meth:`drain` when it stops.  ``transport`` names its kind for the
+    server's statistics (``clients_by_transport``).
     """
+
+    transport: ClassVar[str] = "other"
 
     def __init__(self, counters: Counters, limits: ServerLimits) -> None:
         self.counters = counters
@@ -201,6 +238,7 @@ class Client(abc.ABC):
             if self.through is not None and sub.last_seq >= self.through:
                 self.end(CLOSE_GOING_AWAY, "server shutting down")  # drained
                 return
+            live = not sub.replaying
             try:
                 batch = await self._next_batch(sub)
             except SubscriberEvicted as exc:
@@ -228,6 +266,8 @@ class Client(abc.ABC):
                 continue  # woken by drain(): the check above ends the client
             if not await self.send_events(batch):
                 return
+            if live:  # (a replay's events were published long ago)
+                self.counters.send_latency.observe(time.time() - batch[0].ts)
 
     async def _next_batch(self, sub: Subscription) -> list[ev.Event] | None:
         """Wait for events and take every one waiting; None if ``drain()`` woke the

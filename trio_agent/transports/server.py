@@ -28,6 +28,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed
 
+from .._core.histogram import HistogramSnapshot
 from .._runtime import Runtime
 from ..errors import LogTrimmed, SessionLimitError
 from . import websocket
@@ -35,6 +36,7 @@ from .client import Client, Counters, snapshot_of
 from .http import Access, HTTPConnection, Page, Refused, Request
 from .idle import IDLE_CHECKS, IdleSessions
 from .limits import CLOSE_GOING_AWAY, ServerLimits
+from .metrics import METRICS_PATH, ServerMetrics
 
 __all__ = ["AgentServer", "ServerStatistics", "serve_websocket"]
 
@@ -56,6 +58,13 @@ class ServerStatistics:
     errors_sent: int
     """Client-only ``error`` events."""
     http_requests: int
+    clients_by_transport: dict[str, int] = attrs.field(factory=dict)
+    """Clients connected now, by transport (``Client.transport``: ``websocket``, …)."""
+    commands_refused: dict[str, int] = attrs.field(factory=dict)
+    """Client commands refused, by the ``error`` code the client got."""
+    send_latency: HistogramSnapshot | None = None
+    """Publish-to-send latency of the live frames sent (seconds, from the publish of a
+    frame's oldest event to the frame sent)."""
 
 
 class AgentServer:
@@ -86,6 +95,9 @@ class AgentServer:
         self._reserved = 0  # clients past the checks, being accepted or connected
         self._counters = Counters()
         self._http = 0
+        self.metrics = ServerMetrics(self)
+        """What ``GET /metrics`` answers (the hook: replace it to serve other metrics):
+        this server's and its runtime's statistics in the Prometheus text format."""
 
     async def drain(self, timeout: float) -> None:
         """Stop gracefully: each of this server's clients gets every event published
@@ -104,7 +116,9 @@ class AgentServer:
 
     def statistics(self) -> ServerStatistics:
         by_session: dict[str, int] = {}
+        by_transport: dict[str, int] = {}
         for c in self._clients:
+            by_transport[c.transport] = by_transport.get(c.transport, 0) + 1
             if c.session is not None:
                 by_session[c.session.id] = by_session.get(c.session.id, 0) + 1
         counters = self._counters
@@ -116,6 +130,9 @@ class AgentServer:
             events_merged=counters.merged,
             errors_sent=counters.errors,
             http_requests=self._http,
+            clients_by_transport=by_transport,
+            commands_refused=dict(counters.refused),
+            send_latency=counters.send_latency.snapshot(),
         )
 
     async def serve(
@@ -194,6 +211,9 @@ class AgentServer:
             await http.respond(
                 405, f"method {request.method} not allowed", [("allow", "GET, HEAD")]
             )
+            return
+        if request.path == METRICS_PATH:  # the metrics hook (see ``self.metrics``)
+            await self.metrics.respond(http, request, self._access)
             return
         if websocket.SESSION_PATH.fullmatch(request.path):
             await http.respond(

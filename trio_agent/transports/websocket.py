@@ -119,6 +119,8 @@ def truncate_reason(reason: str) -> str:
 class WebSocketClient(Client):
     """One accepted WebSocket client of one session."""
 
+    transport = "websocket"
+
     def __init__(
         self,
         ws: WebSocketConnection,
@@ -180,6 +182,7 @@ class WebSocketClient(Client):
                 self.end(gone=True)
                 return
             if not bucket.take(trio.current_time()):
+                self.counters.refuse("rate_limited")
                 await self.send_error(
                     "rate_limited",
                     f"command dropped: more than {limits.command_rate:g} commands/s "
@@ -187,13 +190,14 @@ class WebSocketClient(Client):
                 )
                 continue
             if len(message) > limits.max_frame_size:
+                self.counters.refuse("frame_too_large")
                 await self.send_error(
                     "frame_too_large",
                     f"frame dropped: {len(message)} characters is over the limit of "
                     f"{limits.max_frame_size} (max_frame_size)",
                 )
                 continue
-            reply = (await apply_command(session, message)).reply()
+            reply = (await apply_command(session, message, self.counters)).reply()
             if reply is not None:
                 if reply["type"] == "error":
                     self.counters.errors += 1
