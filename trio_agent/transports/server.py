@@ -36,7 +36,8 @@ from trio_websocket import ConnectionClosed
 from .._bus import Subscription
 from .._runtime import Runtime, Session
 from ..errors import LogTrimmed, SessionLimitError
-from . import rest, sse, websocket
+from . import agui, rest, sse, websocket
+from .agui_runs import AGUIRuns
 from .client import Client, Counters, snapshot_of
 from .http import Access, HTTPConnection, Page, Refused, Request
 from .idle import IDLE_CHECKS, IdleSessions
@@ -57,6 +58,8 @@ ROUTES: Final = Routes(
         Route(("GET",), sse.EVENTS_PATH, sse.serve_events, cors=True),
         Route(("POST",), rest.COMMANDS_PATH, rest.post_command, cors=True),
         Route(("GET",), rest.STATE_PATH, rest.get_state, cors=True),
+        Route(("POST",), agui.RUN_PATH, agui.post_run, cors=True),
+        Route(("GET",), agui.JOIN_PATH, agui.join_run, cors=True),
         Route(("GET", "HEAD"), re.compile(r"/.*"), _page),  # the page (404 for other files)
     ]
 )
@@ -123,6 +126,7 @@ class AgentServer:
         self.access = Access(token, allow_origins)
         self.page = Page.load()
         self.command_rate = RateLimiter(limits.command_rate, limits.command_burst)
+        self.agui_runs = AGUIRuns()
         self._clients: set[Client] = set()
         self._clients_left = trio.lowlevel.ParkingLot()  # drain() waits on it
         self._stopping = False
