@@ -39,6 +39,7 @@ from .._core import events as ev
 from .._core.commands import Approve, Cancel, Command, Resume, UserInput
 from ..errors import LogTrimmed
 from . import rest
+from .agui_interrupts import APPROVAL, parse_interrupt_id
 from .agui_runs import AGUIRun
 from .client import apply
 from .http import HTTPConnection, Refused, Request, session_id_param
@@ -92,8 +93,6 @@ def _text(content: Any) -> str:
 
 def plan_input(input: RunAgentInput) -> Plan:
     """Our commands for ``input`` (see the module docstring), or :class:`Refused` (400)."""
-    from .agui_mapping import APPROVAL, parse_interrupt_id
-
     if input.resume:
         commands: list[Command] = []
         after: int | None = None

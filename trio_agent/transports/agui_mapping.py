@@ -69,40 +69,13 @@ from ag_ui.core import (
 )
 
 from .._core import events as ev
+from .agui_interrupts import APPROVAL, APPROVAL_SCHEMA, PAUSED, RESUME_SCHEMA, interrupt_id
 
-__all__ = [
-    "APPROVAL",
-    "APPROVAL_SCHEMA",
-    "CUSTOM_PREFIX",
-    "PAUSED",
-    "RESUME_SCHEMA",
-    "AGUIMapper",
-    "interrupt_id",
-    "parse_interrupt_id",
-]
+__all__ = ["CUSTOM_PREFIX", "AGUIMapper"]
 
 CUSTOM_PREFIX: Final = "trio_agent."
 """Our facts that AG-UI has no event for go out as ``CUSTOM``, named ``trio_agent.<our
 event type>``, with our event's wire form as the value."""
-
-APPROVAL: Final = "approval"
-"""The kind of an interrupt asking whether a tool call may run."""
-PAUSED: Final = "paused"
-"""The kind of an interrupt saying the run was paused (a soft or hard interrupt)."""
-
-APPROVAL_SCHEMA: Final = {
-    "type": "object",
-    "properties": {
-        "approved": {"type": "boolean", "description": "run the call (default true)"},
-        "reason": {"type": "string", "description": "why not (the model reads it)"},
-    },
-}
-RESUME_SCHEMA: Final = {
-    "type": "object",
-    "properties": {
-        "instruction": {"type": "string", "description": "a message for the resumed run"}
-    },
-}
 
 _CUSTOM: Final = frozenset(
     {"interrupt", "interrupted", "resume", "tool_approval_requested", "tool_approval", "error"}
@@ -122,21 +95,6 @@ _IN_STEP: Final = frozenset(
 )
 """Our events that happen inside a step: one that comes while no AG-UI step is open (an
 AG-UI run that starts mid-step) opens it."""
-
-
-def interrupt_id(kind: str, key: str, seq: int) -> str:
-    """``kind:key@seq``: what the interrupt is about (a call id, a run) and the seq its
-    AG-UI run ended at, where the run that answers it starts."""
-    return f"{kind}:{key}@{seq}"
-
-
-def parse_interrupt_id(text: str) -> tuple[str, str, int] | None:
-    """``(kind, key, seq)`` of an id made by :func:`interrupt_id`, or None."""
-    kind, _, rest = text.partition(":")
-    key, _, seq = rest.rpartition("@")
-    if kind not in (APPROVAL, PAUSED) or not key or not seq.isascii() or not seq.isdigit():
-        return None
-    return kind, key, int(seq)
 
 
 def _json(value: object) -> str:
