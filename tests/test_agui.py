@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 from test_server import NAPPING, TOKENS, GatedModel, Served, serving
 
 import trio_agent
+from trio_agent import events as ev
 from trio_agent.errors import ModelError
 from trio_agent.models import (
     Chunk,
@@ -507,3 +508,40 @@ async def test_bad_inputs_are_refused_with_an_error_object() -> None:
             )
             unknown = run_input("t", "r", resume=[{"interruptId": "x", "status": "resolved"}])
             assert await answer(unknown) == (400, "bad_command", "unknown interrupt 'x'")
+
+
+def test_the_mapping_closes_what_it_opened_and_replays_the_same() -> None:
+    """Sans-I/O: a call cut while its arguments streamed is closed before its result, the
+    run's end closes the step, and a copy of the mapper goes on as the original would."""
+    from trio_agent.transports.agui_mapping import AGUIMapper
+
+    def stamped(seq: int, e: ev.Event) -> ev.Event:
+        return e.stamped("t", seq, 1.5)
+
+    events = [
+        ev.Thinking(run=1, step=1),
+        ev.TokenStream(run=1, step=1, text="a"),
+        ev.ToolCallStart(run=1, step=1, call_id="c", name="nap"),
+        ev.ToolCallDelta(run=1, step=1, call_id="c", delta='{"sec'),
+        ev.ToolResult(run=1, step=1, call_id="c", status="cancelled", error="stopped"),
+        ev.Done(run=1, step=1, status="cancelled"),
+    ]
+    mapper = AGUIMapper("t", "r", start=0)
+    made = [mapper.map(stamped(seq, e)) for seq, e in enumerate(events[:-1], 1)]
+    twin = mapper.copy()
+    made.append(mapper.map(stamped(6, events[-1])))
+    assert [[x.type.value for x in group] for group in made] == [
+        ["STEP_STARTED"],
+        ["TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"],
+        ["TEXT_MESSAGE_END", "TOOL_CALL_START"],
+        ["TOOL_CALL_ARGS"],
+        ["TOOL_CALL_END", "TOOL_CALL_RESULT"],
+        ["STEP_FINISHED", "RUN_FINISHED"],
+    ]
+    assert made[-1][-1].outcome is not None and made[-1][-1].outcome.type == "cancelled"
+    assert all(x.timestamp == 1500 for group in made for x in group)
+    assert mapper.finished and mapper.ended_at == 6 and mapper.map(stamped(7, events[0])) == []
+    assert not twin.finished
+    assert [x.model_dump() for x in twin.map(stamped(6, events[-1]))] == [
+        x.model_dump() for x in made[-1]
+    ]

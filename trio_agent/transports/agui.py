@@ -37,6 +37,7 @@ import trio
 from .._bus import Subscription
 from .._core import events as ev
 from .._core.commands import Approve, Cancel, Command, Resume, UserInput
+from .._runtime import validate_session_id
 from ..errors import LogTrimmed
 from . import rest
 from .agui_interrupts import APPROVAL, parse_interrupt_id
@@ -206,6 +207,8 @@ class AGUIClient(StreamClient):
             start, state = self.plan.after, None
         run_id = self.run_id or f"join-{start}"
         mapper = self.mapper = AGUIMapper(self.thread, run_id, start, own)
+        if state is None:  # (from the state, the prelude opens what waits)
+            mapper.waiting([c.call_id for c in session.state.pending_approvals])
         prelude = mapper.prelude(self.input, state, join=self.plan is None)
         if self.plan is not None:
             self.record = AGUIRun(self.thread, run_id, start, tuple(prelude), mapper.copy())
@@ -304,11 +307,12 @@ def _encode(seq: int, events: Sequence[BaseEvent], skip: int = 0) -> bytes:
     )
 
 
-def _thread(thread_id: str) -> str:
+def _thread(thread_id: str, *, in_path: bool = False) -> str:
+    """The session of ``threadId`` (as given in the body; percent-decoded in a path)."""
     try:
-        return session_id_param(thread_id)
-    except Refused as refused:
-        raise Refused(400, f"threadId: {refused}", code="bad_command") from None
+        return session_id_param(thread_id) if in_path else validate_session_id(thread_id)
+    except (Refused, ValueError) as exc:
+        raise Refused(400, f"threadId: {exc}", code="bad_command") from None
 
 
 async def post_run(
@@ -357,7 +361,7 @@ async def join_run(
         params = request.params(("token", "runId"))
         server.access.check(request, params.get("token"))
         cors = server.access.cors_headers(request)
-        thread = _thread(match.group(1))
+        thread = _thread(match.group(1), in_path=True)
         last = parse_last_id(request)
         rejoin = None
         if last is not None:

@@ -150,6 +150,12 @@ class AGUIMapper:
         self._count = 0  # message ids made so far
         self._error: tuple[str, str] | None = None  # the last error: (code, message)
 
+    def waiting(self, call_ids: Sequence[str]) -> None:
+        """Calls that wait for approval since before this run started (a run that
+        answers some of a run's interrupts: the others still count)."""
+        for cid in call_ids:
+            self._calls.setdefault(cid, "awaiting")
+
     def copy(self) -> AGUIMapper:
         """An independent mapper in the same state (to re-make a stream from here)."""
         return copy.deepcopy(self)
@@ -186,7 +192,8 @@ class AGUIMapper:
                 out.append(TextMessageContentEvent(message_id=self._msg(), delta=state["text"]))
             for call in state["tool_calls"]:
                 out += self._prime_call(call)
-            out += self._maybe_waiting(int(state["seq"]))
+            if join:
+                out += self._maybe_waiting(int(state["seq"]))
         elif join and status == "interrupted":
             out += self._finish(
                 int(state["seq"]),
@@ -275,7 +282,7 @@ class AGUIMapper:
                     ),
                 )
         # run_started: the AG-UI run started already.
-        if not self.finished and kind in ("tool_approval_requested", "tool_result", "tool_call"):
+        if not self.finished:
             out += self._maybe_waiting(e.seq)
         ms = int(e.ts * 1000)  # (the unit every AG-UI SDK uses)
         for made in out:

@@ -84,7 +84,7 @@ class ServerStatistics:
     """A server's counters, as ``AgentServer.statistics()`` returns them."""
 
     clients: int
-    """WebSocket clients connected now."""
+    """Clients connected now: WebSockets, SSE and AG-UI streams."""
     clients_by_session: dict[str, int]
     frames_sent: int
     events_sent: int
