@@ -545,3 +545,48 @@ def test_the_mapping_closes_what_it_opened_and_replays_the_same() -> None:
     assert [x.model_dump() for x in twin.map(stamped(6, events[-1]))] == [
         x.model_dump() for x in made[-1]
     ]
+
+
+async def test_the_official_client_runs_against_the_server() -> None:
+    """@ag-ui/client's HttpAgent in node, live: a run that asks twice for approval,
+    answered through the client's own buildResumeArray (one approved, one denied)."""
+    node = shutil.which("node")
+    if node is None or not (NODE_CHECK / "node_modules" / "@ag-ui" / "client").is_dir():
+        pytest.skip("needs node and @ag-ui/client (make test runs npm ci in tests/agui)")
+    calls = [
+        {"id": "a1", "name": "delete", "arguments": {"path": "a.txt"}},
+        {"id": "a2", "name": "delete", "arguments": {"path": "b.txt"}},
+    ]
+    script = ScriptBuilder().turn(tokens=["Two files."], tool_calls=calls).turn(tokens=["Done."])
+    with trio.fail_after(25):
+        async with (
+            trio_agent.open_runtime(model=ScriptedModel(script.build()), tools=[delete]) as rt,
+            trio.open_nursery() as nursery,
+        ):
+            server = trio_agent.AgentServer(rt)
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            ran = await trio.run_process(
+                [
+                    node,
+                    "run.mjs",
+                    f"http://127.0.0.1:{port}",
+                    "t-live",
+                    "delete both",
+                    "approve",
+                    "deny:keep b",
+                ],
+                cwd=NODE_CHECK,
+                capture_stdout=True,
+                check=False,
+            )
+            status = rt.sessions["t-live"].state.status
+            nursery.cancel_scope.cancel()
+    result = json.loads(ran.stdout)
+    assert ran.returncode == 0 and "error" not in result, result
+    outcomes = result["outcomes"]
+    assert outcomes[-1] == "success" and set(outcomes[:-1]) == {"interrupt"}
+    texts = [m["content"] for m in result["messages"] if m["role"] == "assistant" and m["content"]]
+    assert texts == ["Two files.", "Done."]
+    tools = {m["toolCallId"]: m["content"] for m in result["messages"] if m["role"] == "tool"}
+    assert tools == {"a1": '{"deleted":"a.txt"}', "a2": "denied: keep b"}
+    assert status == "done"
