@@ -257,6 +257,8 @@ async def test_sse_clients_count_toward_max_connections_and_are_drained() -> Non
                 rest = await first.rest()  # what was published, then the end
             assert rest == [] or all(e["type"] == "token_stream" for e in rest)
             assert s.server.statistics().clients == 0
+            # Draining ended the stream, not the run: it goes on for its other clients.
+            assert s.runtime.sessions["s1"].state.running
 
 
 # ---- commands over HTTP ------------------------------------------------------------------
