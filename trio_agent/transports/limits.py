@@ -70,9 +70,10 @@ class ServerLimits:
     single frame.  Between ``max_frame_size`` and this, a frame is refused politely."""
 
     max_connections: int = attrs.field(default=256, validator=_positive)
-    """WebSocket clients at once, over all sessions.  One more is accepted, told
-    ``max_connections`` (error event, close 1013), and closed.  Each client costs two
-    tasks, a subscription and a socket: 256 is far more than one user opens."""
+    """Clients at once (WebSockets, SSE and AG-UI streams), over all sessions.  One
+    more is accepted, told ``max_connections`` (error event, close 1013; over HTTP, 503
+    or an ``error`` message), and closed.  Each client costs two tasks, a subscription
+    and a socket: 256 is far more than one user opens."""
 
     max_sessions: int = attrs.field(default=1_000, validator=_positive)
     """Sessions the server will hold in its runtime; a client asking for a new session
