@@ -2,15 +2,20 @@
 #   make demo   — create .venv, install, run the terminal demo on the scripted model (offline)
 #   make test   — create .venv with the test and bench extras; ruff (check, format), mypy and
 #                 the import contract (lint-imports); install the system components the tests
-#                 use (Chromium, redis-server); the test suite; a benchmark smoke run (--quick)
+#                 use (Chromium, redis-server, node) and the official AG-UI client the AG-UI
+#                 tests run in node (npm ci in tests/agui); the test suite; a benchmark smoke
+#                 run (--quick)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Reinstall whenever pyproject.toml changes.
 STAMP_RUNTIME := $(VENV)/.stamp-runtime
 STAMP_TEST    := $(VENV)/.stamp-test
+# The official AG-UI client (@ag-ui/client, pinned by the lock file), for tests/test_agui.py.
+NODE_CHECK    := tests/agui
+STAMP_NODE    := $(NODE_CHECK)/node_modules/.stamp
 
-.PHONY: demo test lint typecheck pytest bench bench-quick system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-quick system-deps node-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +35,12 @@ demo: $(STAMP_RUNTIME)
 system-deps:
 	bash scripts/install-system-deps.sh
 
+$(STAMP_NODE): $(NODE_CHECK)/package.json $(NODE_CHECK)/package-lock.json | system-deps
+	cd $(NODE_CHECK) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+node-deps: $(STAMP_NODE)
+
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check trio_agent tests
 	$(BIN)/ruff format --check trio_agent tests
@@ -38,7 +49,7 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-pytest: $(STAMP_TEST) system-deps
+pytest: $(STAMP_TEST) system-deps $(STAMP_NODE)
 	$(BIN)/python -m pytest
 
 bench-quick: $(STAMP_TEST)
@@ -50,4 +61,4 @@ bench: $(STAMP_TEST)
 	$(BIN)/trio-agent bench --out bench-results/full
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache .hypothesis $(NODE_CHECK)/node_modules

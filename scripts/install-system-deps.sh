@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # System components the test suite uses for real: Debian's Chromium (driven by
-# Playwright in the browser tests) and redis-server (tests/test_redis.py starts its
-# own, on a free loopback port).  Installed once; a no-op when present.
+# Playwright in the browser tests), redis-server (tests/test_redis.py starts its
+# own, on a free loopback port) and node with npm (tests/test_agui.py runs the official
+# AG-UI client's checks in node).  Installed once; a no-op when present.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -2,8 +2,12 @@
 
 The server is ``trio-agent serve`` itself, in a subprocess on a free port, with a
 scripted model (a script file) and the built-in tools; Playwright's sync API drives
-the page from the test thread.  Without Chromium the tests skip — except in CI
-(``CI=true``), where ``conftest.py`` turns a skip into a failure.
+the page from the test thread.  Every test runs once on each transport of the page
+(``?transport=ws``: the WebSocket; ``?transport=sse``: Chromium's own EventSource and
+commands POSTed over HTTP).  A dropped connection is a real one: the page talks to the
+server through a TCP proxy (:class:`Proxy`) that the test cuts.  Without Chromium the
+tests skip — except in CI (``CI=true``), where ``conftest.py`` turns a skip into a
+failure.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -120,10 +126,96 @@ def page(browser: Any) -> Iterator[Any]:
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
-def open_session(page: Any, server: str, session: str) -> None:
-    page.goto(f"{server}?session={session}")
+class Proxy:
+    """A TCP proxy on a free loopback port in front of ``upstream`` (a port), one
+    thread per direction per connection.  It records the request head each connection
+    starts with, and :meth:`cut` closes the live connections whose head matches: the
+    network dropping, as the page and the server see it."""
+
+    HEAD_MAX: Final = 16384
+    """Bytes of a connection's first data kept as its request head."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.lock = threading.Lock()
+        self.live: list[tuple[bytes, socket.socket, socket.socket]] = []
+        self.heads: list[bytes] = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            head = client.recv(self.HEAD_MAX)
+            server.sendall(head)
+            with self.lock:
+                self.heads.append(head)
+                self.live.append((head, client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self, pattern: bytes) -> int:
+        """Cut the live connections whose head matches ``pattern``; how many."""
+        with self.lock:
+            cut = [c for c in self.live if re.search(pattern, c[0])]
+            self.live = [c for c in self.live if c not in cut]
+        for _, client, server in cut:
+            for s in (client, server):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+        return len(cut)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut(rb"")
+
+
+@pytest.fixture(scope="module")
+def proxy(server: str) -> Iterator[Proxy]:
+    """A :class:`Proxy` in front of the server (``proxy.url`` is the page's base URL)."""
+    match = re.search(r":(\d+)/", server)
+    assert match
+    p = Proxy(int(match.group(1)))
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture(params=["ws", "sse"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The page's transport (``?transport=``)."""
+    value: str = request.param
+    return value
+
+
+def open_session(page: Any, server: str, session: str, transport: str) -> None:
+    page.goto(f"{server}?session={session}-{transport}&transport={transport}")
     expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
     expect(page.locator("#status")).to_have_attribute("data-status", "idle")
+    assert page.evaluate("window.trioAgent.transport") == transport
 
 
 def send(page: Any, text: str) -> None:
@@ -137,9 +229,9 @@ def last_answer(page: Any) -> str:
 
 
 def test_stream_hard_interrupt_during_the_slow_tool_then_resume(
-    page: Any, server: str, tmp_path: Path
+    page: Any, server: str, transport: str, tmp_path: Path
 ) -> None:
-    open_session(page, server, "b-interrupt")
+    open_session(page, server, "b-interrupt", transport)
     send(page, "Take a nap, then answer.")
     expect(page.locator(".msg.user").first).to_have_text("Take a nap, then answer.")
     # Tokens arrive, then the tool card fills in and runs.
@@ -165,13 +257,17 @@ def test_stream_hard_interrupt_during_the_slow_tool_then_resume(
     assert int(page.locator("#count-frames").inner_text()) >= 2
     assert int(page.locator("#count-events").inner_text()) == seqs[-1]
     expect(page.locator("#toast")).to_be_hidden()  # no error for this client
-    shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "screenshot.png")
+    shot = Path(
+        (transport == "ws" and os.environ.get(SCREENSHOT_ENV)) or tmp_path / "screenshot.png"
+    )
     page.screenshot(path=str(shot))
     assert shot.read_bytes().startswith(b"\x89PNG")
 
 
-def test_reload_mid_stream_completes_the_text_without_duplicates(page: Any, server: str) -> None:
-    open_session(page, server, "b-reload")
+def test_reload_mid_stream_completes_the_text_without_duplicates(
+    page: Any, server: str, transport: str
+) -> None:
+    open_session(page, server, "b-reload", transport)
     # Two quick turns first, so that the long turn is the one that plays.
     send(page, "Take a nap, then answer.")
     expect(page.locator('.tool-card[data-call-id="nap1"]')).to_have_attribute(
@@ -191,10 +287,10 @@ def test_reload_mid_stream_completes_the_text_without_duplicates(page: Any, serv
     assert page.locator(".msg.assistant .text").all_inner_texts().count(expected) == 1
 
 
-def test_a_dropped_connection_reconnects_with_after_and_no_duplicates(
-    page: Any, server: str
+def test_a_connection_cut_mid_run_reconnects_and_loses_nothing(
+    page: Any, proxy: Proxy, transport: str
 ) -> None:
-    open_session(page, server, "b-drop")
+    open_session(page, proxy.url, "b-drop", transport)
     send(page, "Take a nap, then answer.")
     expect(page.locator('.tool-card[data-call-id="nap1"]')).to_have_attribute(
         "data-status", "running"
@@ -204,14 +300,26 @@ def test_a_dropped_connection_reconnects_with_after_and_no_duplicates(
     expect(page.locator("#status")).to_have_attribute("data-status", "done")
     send(page, "Now a long answer.")
     expect(page.locator(".msg.assistant .text").last).to_contain_text("w5 ")
+    # The network drops the event connection mid-run (the WebSocket, or the SSE stream).
+    stream = rb"GET /sessions/b-drop-sse/events" if transport == "sse" else rb"Upgrade: websocket"
     before = page.evaluate("window.trioAgent.lastSeq")
-    page.evaluate("window.trioAgent.drop()")  # as if the network dropped
+    heads = len(proxy.heads)
+    assert proxy.cut(stream) == 1
     expect(page.locator("#conn")).to_have_attribute("data-conn", "reconnecting")
     expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
     expect(page.locator("#status")).to_have_attribute("data-status", "done")
-    assert last_answer(page) == "".join(LONG)
+    assert last_answer(page) == "".join(LONG)  # the text exact: nothing lost, nothing twice
+    assert page.locator(".msg.assistant .text").all_inner_texts().count("".join(LONG)) == 1
     assert page.evaluate("window.trioAgent.lastSeq") > before
-    # One snapshot only (the first connect): the reconnect replayed with ?after=.
+    # It came back where it left off: the EventSource by itself, with Last-Event-ID; the
+    # WebSocket with ?after=.  One snapshot only (the first connect).
+    (back,) = [h for h in proxy.heads[heads:] if re.search(stream, h)]
+    if transport == "sse":
+        found = re.search(rb"(?i)\r\nlast-event-id: (\d+)\r\n", back)
+        assert found, back
+        assert int(found.group(1)) >= before
+    else:
+        assert re.search(rb"[?&]after=(\d+)", back)
     types = page.locator("#timeline .type").all_inner_texts()
     assert types.count("state") == 1
 
@@ -263,9 +371,9 @@ def approval_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_approve_one_call_and_deny_another_across_a_reload_and_a_blip(
-    page: Any, approval_server: str
+    page: Any, approval_server: str, transport: str
 ) -> None:
-    open_session(page, approval_server, "b-approve")
+    open_session(page, approval_server, "b-approve", transport)
     send(page, "Take two naps.")
     first = page.locator('.tool-card[data-call-id="a1"]')
     second = page.locator('.tool-card[data-call-id="a2"]')

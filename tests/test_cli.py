@@ -116,7 +116,7 @@ def test_serve_help_has_a_flag_for_every_limit() -> None:
         assert len(text.split()) >= 5, f"{flag}: no help from the field's docstring"
     # The help is the first sentence of the field's docstring.
     assert helps["--max-connections"].startswith(
-        "WebSocket clients at once, over all sessions (default: 256)"
+        "clients at once (WebSockets, SSE and AG-UI streams), over all sessions (default: 256)"
     )
     assert helps["--command-burst"].startswith(
         "the bucket's size: commands one connection may send at once (default: 40)"

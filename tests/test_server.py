@@ -440,8 +440,10 @@ async def test_the_page_and_its_assets_are_served_over_http() -> None:
             assert (await http(s.port, "GET", "/nope"))[:3:2] == (404, b"not found: /nope\n")
             status, headers, _ = await http(s.port, "POST", "/")
             assert status == 405 and headers["allow"] == "GET, HEAD"
-            status, _, body = await http(s.port, "GET", "/sessions/s1")
-            assert status == 426 and body == b"this is a WebSocket endpoint: connect with ws://\n"
+            # A plain GET of a session is its state (an upgrade there is the WebSocket).
+            status, headers, body = await http(s.port, "GET", "/sessions/s1")
+            assert status == 200 and headers["content-type"] == "application/json"
+            assert orjson.loads(body)["type"] == "state"
             assert s.server.statistics().http_requests == 7
 
 

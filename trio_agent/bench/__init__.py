@@ -29,6 +29,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "interrupt",
     "step",
     "ws",
+    "sse",
     "sessions",
     "replay",
     "assembler",

@@ -5,7 +5,8 @@
 - :func:`parser` — the argument parser of every subcommand;
 - :mod:`.demo` — ``trio-agent demo``: one scripted run rendered in the terminal;
 - :mod:`.run` — ``trio-agent run``: one run, its text or every event as JSON lines;
-- :mod:`.serve` — ``trio-agent serve``: the WebSocket endpoint and the page, with a flag
+- :mod:`.serve` — ``trio-agent serve``: the WebSocket, SSE, HTTP command and AG-UI
+  endpoints and the page, with a flag
   for every ``ServerLimits`` field and the Redis options (coredis is imported only when
   ``--redis`` is given);
 - :mod:`.bench` — ``trio-agent bench``: the benchmark suite, with the runner's own options.
@@ -45,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     add_agent_arguments(run)
     add_run_arguments(run)
 
-    serve = sub.add_parser("serve", help="the WebSocket endpoint and the browser page")
+    serve = sub.add_parser(
+        "serve", help="the WebSocket, SSE, HTTP command and AG-UI endpoints and the browser page"
+    )
     add_model_arguments(serve)
     add_agent_arguments(serve)
     add_serve_arguments(serve)

@@ -1,4 +1,5 @@
-"""``trio-agent serve``: the WebSocket endpoint and the browser page, until SIGINT/SIGTERM.
+"""``trio-agent serve``: the WebSocket, Server-Sent Events, HTTP command and AG-UI
+endpoints and the browser page, on one port, until SIGINT/SIGTERM.
 
 - :func:`add_serve_arguments` — its options: where to listen, the token, the origins,
   the Redis options (:func:`add_redis_arguments`) and a flag for every
@@ -72,7 +73,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--token",
         default=None,
         metavar="T",
-        help="bearer token every WebSocket client must present (?token= or Authorization); "
+        help="bearer token every client must present (?token= or Authorization); "
         "default: $TRIO_AGENT_TOKEN",
     )
     parser.add_argument(

@@ -14,11 +14,20 @@ browser page, on one port.
   trimming, draining), its end, the command path — one mechanism for every framing;
 - :mod:`.websocket` — the WebSocket endpoint: the upgrade's checks, the handshake, and
   :class:`~.websocket.WebSocketClient` (its framing, the command reader, the close);
-- :mod:`.server` — :class:`AgentServer` (listen, dispatch each request, admit a client
-  of any transport, drain, statistics, idle expiry) and :func:`serve_websocket`.
+- :mod:`.sse` — Server-Sent Events: :class:`~.sse.StreamClient` (a client whose frames
+  are pieces of one streamed HTTP response) and :class:`~.sse.SSEClient` (our events as
+  SSE messages), ``GET /sessions/{id}/events``;
+- :mod:`.rest` — ``POST /sessions/{id}/commands`` and ``GET /sessions/{id}``;
+- :mod:`.agui_mapping` — our events as AG-UI events (sans-I/O, the official models);
+  :mod:`.agui_runs` — the AG-UI runs a stream can rejoin; :mod:`.agui` — ``POST /agui``
+  and ``GET /agui/{threadId}``;
+- :mod:`.routes` — the plain-HTTP endpoints as a table (sans-I/O matching);
+- :mod:`.server` — :class:`AgentServer` (listen, dispatch each request by its route,
+  admit a client of any transport, drain, statistics, idle expiry) and
+  :func:`serve_websocket`.
 
-The wire protocol — endpoint, auth, ops, frames, errors, close codes, limits — is
-written down in ``docs/protocol.md``.
+The wire protocols — endpoints, auth, ops, frames, errors, close codes, limits — are
+written down in ``docs/protocol.md``, the AG-UI mapping in ``docs/agui.md``.
 """
 
 from .http import is_loopback

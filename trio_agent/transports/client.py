@@ -3,21 +3,26 @@ stream share, so that there is one mechanism and two framings, not two copies.
 
 - :class:`Client` — a client's life: the *pump* (the UI consumer of DESIGN §1: one
   bounded subscription, drained in batches, merged, one frame per batch — and what it
-  does when it is evicted, the log is trimmed, the session ends or the server drains),
-  the end decided for it (a close code and reason, or the peer gone), the flush of what
-  is left.  A transport subclasses it with :meth:`Client.send_frame` (its framing: how a
-  batch's wire dicts go out) and :meth:`Client.run` (its tasks: the pump and, for a
-  WebSocket, the command reader).  :meth:`AgentServer.attach
+  does when it is evicted, the log is trimmed, the session ends or the server drains;
+  a heartbeat when it has been silent, for the framings that want one), the end decided
+  for it (a close code and reason, or the peer gone), the flush of what is left.  A
+  transport subclasses it with :meth:`Client.send_frame` (its framing: how a batch's
+  wire dicts go out) and :meth:`Client.run` (its tasks: the pump and, for a WebSocket,
+  the command reader; for an event stream, the watch for the peer leaving), and may
+  override :meth:`Client.send_heartbeat`, :meth:`Client.resume_hint` and
+  :meth:`Client.cannot_replay`.  :meth:`AgentServer.attach
   <trio_agent.transports.AgentServer.attach>` admits any ``Client``.
 - :class:`Counters` — what the clients of one server sent, for its ``statistics()``.
 - :func:`snapshot_of` — the ``state`` event a client without ``after`` gets first.
-- :func:`apply_command` — a client's command text parsed and applied, and the error
-  code and message the client gets when it is refused.
+- :func:`apply_command` — a client's command text parsed and applied (:func:`apply`: a
+  command already parsed), and the error code and message the client gets when it is
+  refused.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import time
 from typing import Any, ClassVar, Final
 
@@ -27,6 +32,7 @@ import trio
 from .._bus import Subscription
 from .._core import events as ev
 from .._core import wire
+from .._core.commands import Command
 from .._core.histogram import Histogram
 from .._runtime import Applied, Session
 from ..errors import CommandError, LogTrimmed, SessionLogError, SessionStateError, SubscriberEvicted
@@ -37,6 +43,7 @@ __all__ = [
     "Client",
     "CommandOutcome",
     "Counters",
+    "apply",
     "apply_command",
     "snapshot_of",
 ]
@@ -123,6 +130,11 @@ async def _apply(session: Session, text: str | bytes) -> CommandOutcome:
         command = wire.parse_command(text)
     except CommandError as exc:
         return CommandOutcome(code=exc.code, message=str(exc))
+    return await apply(session, command)
+
+
+async def apply(session: Session, command: Command) -> CommandOutcome:
+    """Apply ``command`` to ``session``: what became of it, as the client is told."""
     try:
         applied = await session.apply(command)
     except SessionStateError as exc:
@@ -157,6 +169,7 @@ class Client(abc.ABC):
         self.close: tuple[int, str] | None = None
         self.gone = False  # the peer is gone: no close frame to send
         self.through: int | None = None  # draining: close 1001 once this seq is sent
+        self.heartbeat: float | None = None  # silent this long: send_heartbeat (None: never)
         self._waiting: trio.CancelScope | None = None  # around the pump's wait for events
 
     # ---- what a transport provides --------------------------------------------------
@@ -171,6 +184,23 @@ class Client(abc.ABC):
         self, session: Session, sub: Subscription, snapshot: ev.StateSnapshot | None
     ) -> None:
         """The client's tasks, inside ``scope``: at least :meth:`pump` of ``sub``."""
+
+    async def send_heartbeat(self) -> bool:
+        """Tell the peer the stream is alive (it was silent for ``heartbeat`` seconds);
+        False if it could not go out.  The default sends nothing."""
+        return True
+
+    def resume_hint(self, seq: int) -> str:
+        """How this client replays what follows ``seq`` (said to an evicted client)."""
+        return f"reconnect with ?after={seq} to replay the rest"
+
+    async def cannot_replay(self, code: str, message: str) -> bool:
+        """The log cannot replay what this client asked for (``code``: ``bad_after`` or
+        ``log_trimmed``): tell it.  True to go on from a ``state`` snapshot instead
+        (a client that cannot reconnect differently), False to end it (the default:
+        refused, the client reconnects without ``after``)."""
+        await self.refuse(code, f"{message}; reconnect without after")
+        return False
 
     # ---- its end ----------------------------------------------------------------------
 
@@ -242,10 +272,7 @@ class Client(abc.ABC):
             try:
                 batch = await self._next_batch(sub)
             except SubscriberEvicted as exc:
-                message = (
-                    f"evicted: {exc.reason}; reconnect with ?after={exc.last_seq} to replay "
-                    "the rest"
-                )
+                message = f"evicted: {exc.reason}; {self.resume_hint(exc.last_seq)}"
                 self.close = (CLOSE_EVICTED, message)
                 await self.send_error("evicted", message)
                 self.end()
@@ -263,7 +290,11 @@ class Client(abc.ABC):
                 self.end(CLOSE_GOING_AWAY, reason)
                 return
             if batch is None:
-                continue  # woken by drain(): the check above ends the client
+                # Woken by drain() (the check above ends the client), or silent for
+                # ``heartbeat`` seconds.
+                if self.through is None and not await self.send_heartbeat():
+                    return
+                continue
             if not await self.send_events(batch):
                 return
             if live:  # (a replay's events were published long ago)
@@ -271,8 +302,10 @@ class Client(abc.ABC):
 
     async def _next_batch(self, sub: Subscription) -> list[ev.Event] | None:
         """Wait for events and take every one waiting; None if ``drain()`` woke the
-        wait (a cancelled ``receive_batch`` takes nothing, so nothing is lost)."""
-        with trio.CancelScope() as self._waiting:
+        wait, or none came for ``heartbeat`` seconds (a cancelled ``receive_batch``
+        takes nothing, so nothing is lost)."""
+        deadline = math.inf if self.heartbeat is None else trio.current_time() + self.heartbeat
+        with trio.CancelScope(deadline=deadline) as self._waiting:
             try:
                 # At most a subscriber's capacity per frame: a replay of a long log
                 # goes out in frames of bounded size.

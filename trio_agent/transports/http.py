@@ -1,8 +1,11 @@
 """HTTP on the server's one port: what every endpoint shares before it does its own work.
 
 - :class:`HTTPConnection` — one connection, server side: its request head read by h11
-  (:meth:`~HTTPConnection.read_request`, bounded in size and time) and a plain response
-  (:meth:`~HTTPConnection.respond`).  No HTTP is parsed by hand.
+  (:meth:`~HTTPConnection.read_request`, bounded in size and time), its body
+  (:meth:`~HTTPConnection.read_body`, bounded too), a plain response
+  (:meth:`~HTTPConnection.respond`) or a streamed one (:meth:`~HTTPConnection.begin`,
+  :meth:`~HTTPConnection.write`, :meth:`~HTTPConnection.finish`: chunked, for event
+  streams).  No HTTP is parsed by hand.
 - :class:`Request` — the head as a value: method, path, query, headers; its query
   parameters checked against the names an endpoint takes (:meth:`Request.params`).
 - :class:`Refused` — a request refused with a plain HTTP response (status, message,
@@ -11,7 +14,8 @@
   ``Authorization: Bearer``, compared as digests) and the browser origins allowed
   (listed, or the server's own page — with the DNS-rebinding rule of
   :meth:`Access.host_trusted`).  Authentication first: nothing else is said to a
-  client without the token.
+  client without the token.  CORS for the allowed origins (:meth:`Access.cors_headers`,
+  :meth:`Access.preflight`), for the endpoints a page of another origin may call.
 - :class:`Page` — the browser page (``web/`` in the package) and the headers it is
   served with.
 - :func:`session_id_param`, :func:`seq_param` — a session id from a path, a seq from a
@@ -33,12 +37,15 @@ from typing import Final
 
 import attrs
 import h11
+import orjson
 import trio
 
 from .._runtime import validate_session_id
 from .limits import ServerLimits
 
 __all__ = [
+    "CORS_HEADERS",
+    "CORS_MAX_AGE",
     "MAX_QUERY_FIELDS",
     "PAGE_FILES",
     "PAGE_HEADERS",
@@ -85,16 +92,31 @@ PAGE_HEADERS: Final = (
 """What the page is served with: it runs only its own scripts, talks only to its own
 server, and is framed by no one."""
 
+CORS_HEADERS: Final = "authorization, content-type, idempotency-key, last-event-id"
+"""The request headers a page of an allowed origin may send (a preflight's answer)."""
+
+CORS_MAX_AGE: Final = 600
+"""Seconds a browser may cache a preflight's answer: ten minutes, so that a page does
+not pay a preflight per command, and a changed allow-list is seen soon."""
+
 
 class Refused(Exception):
     """A request refused with a plain HTTP response: ``status``, the message (the body),
     and extra ``headers``.  Raised by the checks; :meth:`HTTPConnection.refuse` answers
     it.  It never leaves the server."""
 
-    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        code: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = tuple(headers)
+        self.code = code  # the ``error`` code of a JSON endpoint's answer ("": by status)
 
 
 def _alternatives(names: Sequence[str]) -> str:
@@ -187,7 +209,18 @@ class HTTPConnection:
         self.stream = stream
         self.limits = limits
         self.received = b""
+        self.started = False  # a response head went out
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_request_head)
+
+    @property
+    def peer(self) -> str:
+        """The remote address (``""`` if the stream is not a socket)."""
+        if isinstance(self.stream, trio.SocketStream):
+            try:
+                return str(self.stream.socket.getpeername()[0])
+            except OSError:
+                return ""
+        return ""
 
     async def read_request(self) -> Request | None:
         """The request head; None if the peer closed or went quiet first (within
@@ -211,6 +244,37 @@ class HTTPConnection:
                     return Request.from_h11(event)
                 return None  # ConnectionClosed before a request
         return None
+
+    async def read_body(self, limit: int) -> bytes:
+        """The request's body, at most ``limit`` bytes (:class:`Refused` 413 beyond,
+        400 if it is not HTTP), within ``handshake_timeout`` (then 408)."""
+        conn = self._conn
+        body = bytearray()
+        with trio.move_on_after(self.limits.handshake_timeout):
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise Refused(exc.error_status_hint, f"bad request: {exc}") from None
+                if event is h11.NEED_DATA:
+                    if conn.they_are_waiting_for_100_continue:
+                        await self.stream.send_all(
+                            conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                        )
+                    data = bytes(await self.stream.receive_some(READ_SIZE))
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > limit:
+                        raise Refused(
+                            413, f"request body over the limit of {limit} bytes", code="too_large"
+                        )
+                    continue
+                if isinstance(event, h11.EndOfMessage):
+                    return bytes(body)
+                raise Refused(400, "bad request: the body ended early")
+        raise Refused(408, "request timeout: the body did not arrive in time")
 
     async def respond(
         self,
@@ -246,6 +310,42 @@ class HTTPConnection:
 
     async def refuse(self, refused: Refused) -> None:
         await self.respond(refused.status, str(refused), refused.headers)
+
+    async def respond_json(
+        self, status: int, obj: object, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """A whole JSON response."""
+        await self.respond(status, orjson.dumps(obj), headers, "application/json")
+
+    # ---- a streamed response (an event stream) ------------------------------------------
+
+    def begin(self, status: int, headers: Sequence[tuple[str, str]], content_type: str) -> bytes:
+        """The head of a response whose body is streamed (chunked, never cached, never
+        sniffed), as bytes to send; then :meth:`write` each piece and :meth:`finish`."""
+        self.started = True
+        head = h11.Response(
+            status_code=status,
+            headers=[
+                ("content-type", content_type),
+                ("cache-control", "no-store"),
+                ("x-content-type-options", "nosniff"),
+                ("x-accel-buffering", "no"),  # (nginx: don't hold the stream back)
+                ("connection", "close"),
+                *headers,
+            ],
+        )
+        return self._conn.send(head) or b""
+
+    def write(self, data: bytes) -> bytes:
+        """One piece of a streamed body, framed (a chunk), as bytes to send."""
+        return self._conn.send(h11.Data(data=data)) or b""
+
+    def finish(self) -> bytes:
+        """The end of a streamed body, as bytes to send (b"" if it can't end cleanly)."""
+        try:
+            return self._conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            return b""
 
 
 def _digest(token: str) -> bytes:
@@ -312,6 +412,30 @@ class Access:
         if host and origin in (f"http://{host}", f"https://{host}") and self.host_trusted(host):
             return
         raise Refused(403, f"forbidden: origin {origins[0]!r} is not allowed (see --allow-origin)")
+
+    def cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        """The CORS headers of an answer to ``request`` from an allowed page of another
+        origin (its ``Origin`` echoed); none without an ``Origin``.  Call after
+        :meth:`check_origin`, which refused the others."""
+        origins = request.header("origin")
+        if len(origins) != 1:
+            return []
+        return [("access-control-allow-origin", origins[0].strip()), ("vary", "origin")]
+
+    def preflight(self, request: Request, methods: Sequence[str]) -> list[tuple[str, str]]:
+        """The answer's headers to a CORS preflight (``OPTIONS`` with
+        ``Access-Control-Request-Method``) for an endpoint that takes ``methods``;
+        :class:`Refused` (403) for an origin not allowed (no token needed: a browser
+        sends none with a preflight)."""
+        if len(request.header("origin")) != 1:
+            raise Refused(400, "a CORS preflight needs one Origin header")
+        self.check_origin(request)
+        return [
+            *self.cors_headers(request),
+            ("access-control-allow-methods", ", ".join(methods)),
+            ("access-control-allow-headers", CORS_HEADERS),
+            ("access-control-max-age", str(CORS_MAX_AGE)),
+        ]
 
     def host_trusted(self, host: str) -> bool:
         """Whether a same-origin page at ``host`` is this server's own.  With a token,

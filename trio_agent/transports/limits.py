@@ -1,5 +1,6 @@
 """What a server lets its clients do: :class:`ServerLimits`, the close codes that name a
-limit hit, the default port, and :class:`TokenBucket` (the command rate, sans-I/O).
+limit hit, the default port, :class:`TokenBucket` (the command rate, sans-I/O) and
+:class:`RateLimiter` (a bounded set of buckets, one per key: the HTTP command rate).
 
 Every limit, when hit, is named in the ``error`` event or the close reason the client
 gets; ``docs/protocol.md`` lists them.  ``trio-agent serve`` makes a flag of every field
@@ -10,6 +11,8 @@ of :class:`ServerLimits`, its help the first sentence of the field's docstring
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any, Final
 
 import attrs
@@ -23,7 +26,10 @@ __all__ = [
     "CLOSE_TRY_AGAIN_LATER",
     "DEFAULT_PORT",
     "MAX_CLOSE_REASON",
+    "RATE_KEYS",
+    "RateLimiter",
     "ServerLimits",
+    "SessionRefused",
     "TokenBucket",
 ]
 
@@ -65,9 +71,10 @@ class ServerLimits:
     single frame.  Between ``max_frame_size`` and this, a frame is refused politely."""
 
     max_connections: int = attrs.field(default=256, validator=_positive)
-    """WebSocket clients at once, over all sessions.  One more is accepted, told
-    ``max_connections`` (error event, close 1013), and closed.  Each client costs two
-    tasks, a subscription and a socket: 256 is far more than one user opens."""
+    """Clients at once (WebSockets, SSE and AG-UI streams), over all sessions.  One
+    more is accepted, told ``max_connections`` (error event, close 1013; over HTTP, 503
+    or an ``error`` message), and closed.  Each client costs two tasks, a subscription
+    and a socket: 256 is far more than one user opens."""
 
     max_sessions: int = attrs.field(default=1_000, validator=_positive)
     """Sessions the server will hold in its runtime; a client asking for a new session
@@ -88,7 +95,10 @@ class ServerLimits:
     command_rate: float = attrs.field(default=20.0, validator=_positive)
     """Commands per second one connection may send, on average (a token bucket); a
     command over the rate gets ``error`` ``rate_limited`` and is dropped.  People type
-    far slower; a runaway script is cut off before it floods the session log."""
+    far slower; a runaway script is cut off before it floods the session log.  Over
+    HTTP (``POST /sessions/{id}/commands``, ``POST /agui``) the bucket is per remote
+    address and session instead (HTTP 429): one page of one session, as a WebSocket
+    is."""
 
     command_burst: int = attrs.field(default=40, validator=_positive)
     """The bucket's size: commands one connection may send at once."""
@@ -114,6 +124,21 @@ class ServerLimits:
     max_request_head: int = attrs.field(default=16 * 1024, validator=_positive)
     """Bytes of request line and headers (h11's ``max_incomplete_event_size``)."""
 
+    heartbeat_interval: float = attrs.field(default=15.0, validator=_positive)
+    """Seconds an event stream (SSE, AG-UI) may stay silent before the server sends a
+    ``:`` comment: proxies and load balancers close a response idle for 30 to 60 s,
+    and a dead peer is found by the write failing.  15 s is under every common idle
+    timeout and costs a few bytes."""
+
+
+class SessionRefused(Exception):
+    """A session could not be had for a client: ``code`` is ``max_sessions`` or
+    ``shutting_down``; the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` held; sans-I/O (time is passed in).
@@ -134,3 +159,34 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+RATE_KEYS: Final = 4096
+"""Buckets a :class:`RateLimiter` keeps (the least recently used is forgotten first,
+as if full again): one per remote address and session that sent commands lately.  A
+bucket is a few dozen bytes; forgetting one only lets that client start a new burst."""
+
+
+class RateLimiter:
+    """One :class:`TokenBucket` per key (``rate``, ``burst``), at most ``max_keys`` of
+    them, least recently used forgotten first; sans-I/O (time is passed in)."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = RATE_KEYS) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+
+    def take(self, key: Hashable, now: float) -> bool:
+        """False when ``key`` is over the rate."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

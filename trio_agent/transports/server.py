@@ -1,4 +1,5 @@
-"""The server: a runtime's sessions over WebSocket (DESIGN §6), and the page, on one port.
+"""The server: a runtime's sessions over WebSocket (DESIGN §6), Server-Sent Events, HTTP
+commands and AG-UI (DESIGN §10), and the page, on one port.
 
 Ownership: :meth:`AgentServer.serve` owns a nursery in which ``trio.serve_listeners``
 runs one handler task per TCP connection.  Each handler owns a nursery of its own for
@@ -9,11 +10,13 @@ Cancelling ``serve`` closes every client with code 1001 and joins every task; it
 touches a run — runs belong to the runtime's nursery, and a client that leaves does not
 cancel its run.
 
-A request is read by :class:`~.http.HTTPConnection` and dispatched by its head: the page
-(a plain ``GET``), a refusal (a plain HTTP response), or a WebSocket upgrade.  A client
-of any transport is admitted by :meth:`AgentServer.attach`: the limits, the session
-(opened if need be, and then expired when idle), its subscription, and the registry
-that ``drain()`` and ``statistics()`` read.
+A request is read by :class:`~.http.HTTPConnection` and dispatched by its head: a
+WebSocket upgrade, or a plain request answered by the route its method and path find in
+:data:`ROUTES` (the event stream, commands, the state, AG-UI, the page; a refusal is a
+plain HTTP response).  A client of any transport is admitted by
+:meth:`AgentServer.attach`: the limits, the session (:meth:`AgentServer.open_session`:
+opened if need be, and then expired when idle), its subscription, and the registry that
+``drain()`` and ``statistics()`` read.
 
 The protocol — endpoint, auth, ops, frames, errors, close codes, limits — is written
 down in ``docs/protocol.md``.
@@ -22,23 +25,56 @@ down in ``docs/protocol.md``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed
 
+from .._bus import Subscription
 from .._core.histogram import HistogramSnapshot
-from .._runtime import Runtime
+from .._runtime import Runtime, Session
 from ..errors import LogTrimmed, SessionLimitError
-from . import websocket
+from . import agui, rest, sse, websocket
+from .agui_runs import AGUIRuns
 from .client import Client, Counters, snapshot_of
 from .http import Access, HTTPConnection, Page, Refused, Request
 from .idle import IDLE_CHECKS, IdleSessions
-from .limits import CLOSE_GOING_AWAY, ServerLimits
+from .limits import CLOSE_GOING_AWAY, RateLimiter, ServerLimits, SessionRefused
 from .metrics import METRICS_PATH, ServerMetrics
+from .routes import Route, Routes
 
-__all__ = ["AgentServer", "ServerStatistics", "serve_websocket"]
+__all__ = ["ROUTES", "AgentServer", "ServerStatistics", "serve_websocket"]
+
+
+async def _page(
+    server: AgentServer, http: HTTPConnection, request: Request, match: re.Match[str]
+) -> None:
+    await server.page.respond(http, request)
+
+
+async def _metrics(
+    server: AgentServer, http: HTTPConnection, request: Request, match: re.Match[str]
+) -> None:
+    await server.metrics.respond(http, request, server.access)
+
+
+ROUTES: Final = Routes(
+    [
+        Route(("GET",), sse.EVENTS_PATH, sse.serve_events, cors=True),
+        Route(("POST",), rest.COMMANDS_PATH, rest.post_command, cors=True),
+        Route(("GET",), rest.STATE_PATH, rest.get_state, cors=True),
+        Route(("POST",), agui.RUN_PATH, agui.post_run, cors=True),
+        Route(("GET",), agui.JOIN_PATH, agui.join_run, cors=True),
+        Route(("GET", "HEAD"), re.compile(re.escape(METRICS_PATH)), _metrics),
+        Route(("GET", "HEAD"), re.compile(r"/.*"), _page),  # the page (404 for other files)
+    ]
+)
+"""The plain-HTTP endpoints, tried in order (a WebSocket upgrade is answered before
+them): docs/protocol.md lists them."""
+
 
 logger = logging.getLogger("trio_agent.server")
 
@@ -48,7 +84,7 @@ class ServerStatistics:
     """A server's counters, as ``AgentServer.statistics()`` returns them."""
 
     clients: int
-    """WebSocket clients connected now."""
+    """Clients connected now: WebSockets, SSE and AG-UI streams."""
     clients_by_session: dict[str, int]
     frames_sent: int
     events_sent: int
@@ -58,6 +94,7 @@ class ServerStatistics:
     errors_sent: int
     """Client-only ``error`` events."""
     http_requests: int
+    """Plain HTTP requests (not WebSocket upgrades), event streams included."""
     clients_by_transport: dict[str, int] = attrs.field(factory=dict)
     """Clients connected now, by transport (``Client.transport``: ``websocket``, …)."""
     commands_refused: dict[str, int] = attrs.field(factory=dict)
@@ -68,10 +105,17 @@ class ServerStatistics:
 
 
 class AgentServer:
-    """Serves a runtime's sessions over WebSocket, and the page, on one port.
+    """Serves a runtime's sessions over WebSocket, SSE, HTTP commands and AG-UI, and the
+    page, on one port.
 
     ``port = await nursery.start(server.serve, host, port)``; cancel to stop (clients
     get close code 1001).  See :func:`serve_websocket` for the one-call form.
+
+    What the endpoints share (public, for :mod:`.sse`, :mod:`.rest`, :mod:`.agui`):
+    ``runtime``, ``limits``, ``access`` (token and origins), ``counters`` (what every
+    client sent), ``page``, ``command_rate`` (the HTTP commands' buckets, per remote
+    address and session), ``agui_runs`` (the AG-UI runs a stream can rejoin),
+    :meth:`open_session` and :meth:`attach`.
     """
 
     def __init__(
@@ -86,14 +130,16 @@ class AgentServer:
             raise ValueError("token must be a non-empty string or None")
         self.runtime = runtime
         self.limits = limits
-        self._access = Access(token, allow_origins)
-        self._page = Page.load()
+        self.access = Access(token, allow_origins)
+        self.page = Page.load()
+        self.command_rate = RateLimiter(limits.command_rate, limits.command_burst)
+        self.agui_runs = AGUIRuns()
         self._clients: set[Client] = set()
         self._clients_left = trio.lowlevel.ParkingLot()  # drain() waits on it
         self._stopping = False
         self._idle = IdleSessions(limits.session_idle_timeout)  # those this server opened
         self._reserved = 0  # clients past the checks, being accepted or connected
-        self._counters = Counters()
+        self.counters = Counters()
         self._http = 0
         self.metrics = ServerMetrics(self)
         """What ``GET /metrics`` answers (the hook: replace it to serve other metrics):
@@ -121,7 +167,7 @@ class AgentServer:
             by_transport[c.transport] = by_transport.get(c.transport, 0) + 1
             if c.session is not None:
                 by_session[c.session.id] = by_session.get(c.session.id, 0) + 1
-        counters = self._counters
+        counters = self.counters
         return ServerStatistics(
             clients=len(self._clients),
             clients_by_session=by_session,
@@ -150,7 +196,7 @@ class AgentServer:
             for extra in listeners[1:]:
                 await extra.aclose()
             listeners = listeners[:1]
-        self._access.bound_host = host
+        self.access.bound_host = host
         bound = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._handle_stream, listeners)
@@ -195,32 +241,65 @@ class AgentServer:
             await self._serve_http(http, request)
             return
         try:
-            session_id, after = websocket.check_upgrade(request, self._access)
+            session_id, after = websocket.check_upgrade(request, self.access)
         except Refused as refused:
             await http.refuse(refused)
             return
         ws = await websocket.accept(nursery, stream, http.received, self.limits)
-        client = websocket.WebSocketClient(ws, stream, self._counters, self.limits)
+        client = websocket.WebSocketClient(ws, stream, self.counters, self.limits)
         try:
             await self.attach(client, session_id, after)
         finally:
             await client.aclose()
 
     async def _serve_http(self, http: HTTPConnection, request: Request) -> None:
-        if request.method not in ("GET", "HEAD"):
-            await http.respond(
-                405, f"method {request.method} not allowed", [("allow", "GET, HEAD")]
+        """Answer a plain request by its route (:data:`ROUTES`); a CORS preflight of a
+        route that takes one is answered here."""
+        try:
+            route, match = ROUTES.find(request.method, request.path)
+            if request.method == "OPTIONS":
+                headers = self.access.preflight(request, (*route.methods, "OPTIONS"))
+                await http.respond(204, b"", headers)
+                return
+        except Refused as refused:
+            await http.refuse(refused)
+            return
+        await route.handler(self, http, request, match)
+
+    # ---- the session of a client -----------------------------------------------------------
+
+    async def open_session(self, session_id: str) -> Session:
+        """The session ``session_id`` for a client: the one the runtime holds, or a new
+        one (within ``max_sessions``; then expired when idle).  Raises
+        :class:`SessionRefused` (``max_sessions``, ``shutting_down``)."""
+        if self._stopping:
+            raise SessionRefused("shutting_down", "server shutting down")
+        session = self.runtime.get_session(session_id)
+        if session is not None and not session.closed:
+            return session
+        # (a session closing under this id is replaced one for one: no new place)
+        limit = self.limits.max_sessions
+        if session is None and len(self.runtime.sessions) >= limit:
+            raise SessionRefused(
+                "max_sessions",
+                f"can't open session {session_id!r}: the server already holds "
+                f"{limit} sessions (max_sessions)",
             )
-            return
-        if request.path == METRICS_PATH:  # the metrics hook (see ``self.metrics``)
-            await self.metrics.respond(http, request, self._access)
-            return
-        if websocket.SESSION_PATH.fullmatch(request.path):
-            await http.respond(
-                426, "this is a WebSocket endpoint: connect with ws://", [("upgrade", "websocket")]
-            )
-            return
-        await self._page.respond(http, request)
+        try:
+            session = await self.runtime.open_session(session_id)
+        except SessionLimitError as exc:
+            raise SessionRefused("max_sessions", str(exc)) from None
+        except trio.ClosedResourceError:
+            raise SessionRefused("shutting_down", "server shutting down") from None
+        self._idle.add(session, trio.current_time())
+        if self._stopping:  # drain() began while the session was being opened
+            raise SessionRefused("shutting_down", "server shutting down")
+        return session
+
+    def touch(self, session: Session) -> None:
+        """A client used ``session`` without staying (an HTTP command, a state read):
+        its idle time counts from now."""
+        self._idle.left(session, trio.current_time())
 
     # ---- one client, of any transport -----------------------------------------------------
 
@@ -247,42 +326,27 @@ class AgentServer:
             return
         self._reserved += 1
         try:
-            session = self.runtime.get_session(session_id)
-            if session is None or session.closed:
-                # (a session closing under this id is replaced one for one: no new place)
-                if session is None and len(self.runtime.sessions) >= limits.max_sessions:
-                    await client.refuse(
-                        "max_sessions",
-                        f"can't open session {session_id!r}: the server already holds "
-                        f"{limits.max_sessions} sessions (max_sessions)",
-                    )
-                    return
-                try:
-                    session = await self.runtime.open_session(session_id)
-                    self._idle.add(session, trio.current_time())
-                except SessionLimitError as exc:
-                    await client.refuse("max_sessions", str(exc))
-                    return
-                except trio.ClosedResourceError:
+            try:
+                session = await self.open_session(session_id)
+            except SessionRefused as refused:
+                if refused.code == "shutting_down":
                     client.end(CLOSE_GOING_AWAY, "server shutting down")
-                    return
-            if self._stopping:  # drain() began while the session was being opened
-                client.end(CLOSE_GOING_AWAY, "server shutting down")
+                else:
+                    await client.refuse(refused.code, str(refused))
                 return
             client.session = session
             try:
-                sub = session.open_subscription(
-                    after=after,
-                    capacity=limits.subscriber_capacity,
-                    policy="block",
-                    stall_timeout=limits.stall_timeout,
-                )
-            except LogTrimmed as exc:
-                await client.refuse("log_trimmed", f"{exc}; reconnect without after")
-                return
-            except ValueError as exc:
-                await client.refuse("bad_after", f"{exc}; reconnect without after")
-                return
+                sub = self._subscribe(session, after)
+            except (LogTrimmed, ValueError) as exc:
+                code = "log_trimmed" if isinstance(exc, LogTrimmed) else "bad_after"
+                if not await client.cannot_replay(code, str(exc)):
+                    return
+                after = None
+                try:
+                    sub = self._subscribe(session, None)
+                except trio.ClosedResourceError:
+                    client.end(CLOSE_GOING_AWAY, "session closed")
+                    return
             except trio.ClosedResourceError:
                 client.end(CLOSE_GOING_AWAY, "session closed")
                 return
@@ -304,6 +368,15 @@ class AgentServer:
                 self._idle.left(session, trio.current_time())
         finally:
             self._reserved -= 1
+
+    def _subscribe(self, session: Session, after: int | None) -> Subscription:
+        limits = self.limits
+        return session.open_subscription(
+            after=after,
+            capacity=limits.subscriber_capacity,
+            policy="block",
+            stall_timeout=limits.stall_timeout,
+        )
 
 
 async def serve_websocket(

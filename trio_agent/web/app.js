@@ -1,13 +1,22 @@
-// trio-agent: the browser page.  One WebSocket per tab to /sessions/{id}; the protocol
-// is in docs/protocol.md.  Every frame is a JSON array of events in seq order.  The page
-// keeps the last seq it has applied and reconnects with ?after= that seq, so the server
-// replays exactly what was missed.  Without `after` (first load, reload) the server
-// sends a `state` snapshot first, and the page renders from it.
+// trio-agent: the browser page; the protocol is in docs/protocol.md.  Two transports, by
+// the setting ?transport= in the page URL:
+//
+// - `ws` (the default): one WebSocket per tab to /sessions/{id}.  Every frame is a JSON
+//   array of events in seq order; commands go up the same socket.
+// - `sse`: an EventSource on /sessions/{id}/events (one message per event, its id the
+//   seq) and commands POSTed to /sessions/{id}/commands, one at a time, in order.
+//
+// The page keeps the last seq it has applied.  A WebSocket reconnects with ?after= that
+// seq; an EventSource reconnects by itself with Last-Event-ID (the page opens a new one
+// with ?after= only when the browser gave up).  Either way the server replays exactly
+// what was missed.  Without `after` (first load, reload) the server sends a `state`
+// snapshot first, and the page renders from it.
 //
 // Every command carries an id.  The page keeps the commands the session has not
-// acknowledged yet (an event with their `command_id`, or an `ack`) and sends them again
-// after a reconnect, so a click made during a network blip is neither lost nor doubled:
-// the session applies an id once and answers a repeat with an `ack`.
+// acknowledged yet (an event with their `command_id`, an `ack`, or a 202 to the POST) and
+// sends them again after a reconnect, so a click made during a network blip is neither
+// lost nor doubled: the session applies an id once and answers a repeat with an `ack`
+// (over HTTP: 202 with the original seq).
 "use strict";
 
 (() => {
@@ -21,14 +30,22 @@
     history.replaceState(null, "", location.pathname + "?" + params.toString());
   }
   const token = params.get("token");
+  const transport = params.get("transport") === "sse" ? "sse" : "ws";
   $("session-id").textContent = sessionId;
 
   const TIMELINE_MAX = 400;
   const UNACKED_MAX = 32; // commands kept for a resend: more than anyone clicks in a blip
   const MERGEABLE = new Set(["token_stream", "reasoning", "tool_call_delta"]);
+  const EVENT_TYPES = [ // what an EventSource listens for (each is an SSE `event:` name)
+    "state", "user_input", "run_started", "thinking", "token_stream", "reasoning",
+    "tool_call_start", "tool_call_delta", "tool_call", "tool_approval_requested",
+    "tool_approval", "tool_result", "interrupt", "interrupted", "resume", "error", "done",
+  ];
 
   // ---- connection state ----
-  let ws = null;
+  let ws = null; // the WebSocket (transport ws)
+  let es = null; // the EventSource (transport sse)
+  let postQueue = Promise.resolve(); // commands POSTed one at a time, in order
   let lastSeq = null; // the last seq applied; null: none (ask for a snapshot)
   let attempts = 0;
   let reconnectTimer = null;
@@ -215,8 +232,13 @@
     updateButtons();
   }
 
+  function connected() {
+    if (transport === "sse") return es !== null && es.readyState === EventSource.OPEN;
+    return ws !== null && ws.readyState === WebSocket.OPEN;
+  }
+
   function updateButtons() {
-    const live = ws && ws.readyState === WebSocket.OPEN;
+    const live = connected();
     const running = status === "thinking" || status === "acting";
     $("btn-soft").disabled = !live || !running || interrupting !== null;
     $("btn-hard").disabled = !live || !running || interrupting === "hard";
@@ -449,9 +471,64 @@
     apply(e);
   }
 
-  // ---------------------------------------------------------------- the socket
+  // ---------------------------------------------------------------- the connection
 
   function connect() {
+    if (transport === "sse") connectSSE();
+    else connectWS();
+  }
+
+  function reconnectLater(why) {
+    attempts += 1;
+    const delay = Math.min(5000, 250 * 2 ** Math.min(attempts, 5));
+    setConn("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)}s` + (why || ""));
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function connectSSE() {
+    reconnectTimer = null;
+    const q = new URLSearchParams();
+    if (token) q.set("token", token);
+    if (lastSeq !== null) q.set("after", String(lastSeq));
+    const url = `/sessions/${encodeURIComponent(sessionId)}/events` +
+                (q.toString() ? "?" + q.toString() : "");
+    setConn(attempts ? "reconnecting" : "connecting");
+    const source = new EventSource(url);
+    es = source;
+    const onMessage = (m) => {
+      if (es !== source) return;
+      counters.frames += 1; // (one SSE message per event)
+      let e;
+      try { e = JSON.parse(m.data); } catch (_) { return; }
+      handle(e);
+      flushText();
+      renderCounters();
+    };
+    source.onopen = () => {
+      if (es !== source) return;
+      attempts = 0;
+      setConn("live");
+      for (const command of unacked.values()) post(command); // resend
+    };
+    for (const type of EVENT_TYPES) {
+      if (type !== "error") source.addEventListener(type, onMessage);
+    }
+    // `error` is both the server's event (a MessageEvent, with data) and the
+    // EventSource's own signal that the connection dropped (a plain Event).
+    source.addEventListener("error", (m) => {
+      if (m.data !== undefined) { onMessage(m); return; }
+      if (es !== source) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        // The browser reconnects by itself, with Last-Event-ID.
+        setConn("reconnecting", "reconnecting");
+        return;
+      }
+      es = null; // it gave up: open a new one, with ?after=
+      reconnectLater("");
+    });
+  }
+
+  function connectWS() {
     reconnectTimer = null;
     const q = new URLSearchParams();
     if (token) q.set("token", token);
@@ -479,12 +556,35 @@
       if (ws !== sock) return;
       ws = null;
       if (c.reason && /^(bad_after|log_trimmed)/.test(c.reason)) lastSeq = null;
-      attempts += 1;
-      const delay = Math.min(5000, 250 * 2 ** Math.min(attempts, 5));
-      setConn("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)}s` +
-              (c.code && c.code !== 1006 ? ` (${c.code}${c.reason ? ": " + c.reason : ""})` : ""));
-      reconnectTimer = setTimeout(connect, delay);
+      reconnectLater(c.code && c.code !== 1006 ? ` (${c.code}${c.reason ? ": " + c.reason : ""})` : "");
     };
+  }
+
+  // A command over HTTP (transport sse), after the ones before it.  A 202 acknowledges
+  // it; a refusal (4xx but 429) is final; a 429, a 5xx or no answer keeps it for a resend.
+  function post(command) {
+    postQueue = postQueue.then(async () => {
+      if (!unacked.has(command.id)) return; // acknowledged meanwhile
+      const q = token ? "?token=" + encodeURIComponent(token) : "";
+      let reply;
+      try {
+        reply = await fetch(`/sessions/${encodeURIComponent(sessionId)}/commands${q}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": command.id },
+          body: JSON.stringify(command),
+        });
+      } catch (_) {
+        toast("not sent: no connection; sent again when it is back");
+        return;
+      }
+      let body = null;
+      try { body = await reply.json(); } catch (_) { /* not JSON */ }
+      if (reply.status === 202) { unacked.delete(command.id); return; }
+      const error = (body && body.error) || { code: "http_" + reply.status, message: reply.statusText };
+      logEvent({ type: "error", seq: 0, code: error.code, message: error.message }, 1);
+      toast(error.code + ": " + error.message);
+      if (reply.status < 500 && reply.status !== 429) unacked.delete(command.id);
+    });
   }
 
   // Send a command with a fresh id; kept until acknowledged, resent on reconnect.
@@ -493,7 +593,8 @@
     const withId = { ...command, id };
     unacked.set(id, withId);
     while (unacked.size > UNACKED_MAX) unacked.delete(unacked.keys().next().value);
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(withId));
+    if (transport === "sse") post(withId); // (HTTP does not need the stream to be up)
+    else if (connected()) ws.send(JSON.stringify(withId));
     else toast("not connected: sent when the connection is back");
     return true;
   }
@@ -533,7 +634,15 @@
     counters,
     sessionId,
     get unacked() { return unacked.size; },
-    drop() { if (ws) ws.close(4000, "dropped by the page"); }, // as if the network dropped
+    transport,
+    drop() { // as if the network dropped
+      if (ws) ws.close(4000, "dropped by the page");
+      if (es) {
+        es.close();
+        es = null;
+        reconnectLater(" (dropped by the page)");
+      }
+    },
   };
 
   updateButtons();
