@@ -3,7 +3,9 @@
 - ``--model SPEC`` and ``--base-url URL``: the model (:func:`add_model_arguments`);
 - ``--approve NAME,…``: calls of these tools wait for a person's approval (DESIGN §9);
   on ``serve`` the page asks, on ``run`` the terminal does (:func:`add_agent_arguments`,
-  :func:`approval_of`).
+  :func:`approval_of`);
+- ``--mcp SERVER`` (repeatable): the tools of an MCP server too, a command line
+  (stdio) or an ``http(s)://`` URL (streamable HTTP) (DESIGN §11; :func:`mcp_of`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Final
 
-from ..tools import Approval, Tool
+from ..tools import Approval, McpServer, Tool
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -20,6 +22,7 @@ __all__ = [
     "add_agent_arguments",
     "add_model_arguments",
     "approval_of",
+    "mcp_of",
 ]
 
 DEFAULT_MODEL_SPEC: Final = "scripted"
@@ -47,7 +50,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--approve NAME,…``, for ``run`` and ``serve``."""
+    """``--approve NAME,…`` and ``--mcp SERVER``, for ``run`` and ``serve``."""
     parser.add_argument(
         "--approve",
         default="",
@@ -55,15 +58,37 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated tools whose every call waits for a person's approval "
         "(serve: on the page; run: asked on the terminal, denied when stdin is not one)",
     )
+    parser.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="offer the tools of an MCP server too: a command line, run over stdio "
+        "(--mcp 'python server.py'), or an http(s):// URL (streamable HTTP); repeatable",
+    )
+
+
+def mcp_of(args: argparse.Namespace) -> list[McpServer]:
+    """``open_runtime(mcp=…)`` from ``--mcp``; :class:`UsageError` for one that is
+    neither a URL nor a command line."""
+    servers = []
+    for spec in getattr(args, "mcp", None) or []:
+        try:
+            servers.append(McpServer.parse(spec))
+        except ValueError as exc:
+            raise UsageError(f"--mcp {spec!r}: {exc}") from None
+    return servers
 
 
 def approval_of(args: argparse.Namespace, tools: Sequence[Tool]) -> dict[str, Approval]:
     """``open_runtime(approval=…)`` from ``--approve``; :class:`UsageError` for a name
-    that is not one of ``tools``."""
+    that is not one of ``tools`` — unless MCP servers are given (``--mcp``): their
+    tools are known once they are connected, and the runtime refuses a name that is
+    none of them (``ValueError``, naming every tool)."""
     names = [n.strip() for n in str(getattr(args, "approve", "") or "").split(",") if n.strip()]
     known = {t.name for t in tools}
     unknown = [n for n in names if n not in known]
-    if unknown:
+    if unknown and not getattr(args, "mcp", None):
         raise UsageError(
             f"--approve names tool(s) {', '.join(unknown)} that are not offered; "
             f"tools: {', '.join(sorted(known)) or 'none'}"

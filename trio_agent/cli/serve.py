@@ -24,17 +24,17 @@ import sys
 import textwrap
 import typing
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
 from .._runtime import Runtime, Session
-from ..errors import SessionStateError
+from ..errors import McpServerError, SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
-from .options import UsageError, approval_of
+from .options import UsageError, approval_of, mcp_of
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -246,6 +246,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         approval = approval_of(args, DEMO_TOOLS)
+        servers = mcp_of(args)
         model = from_spec(args.model, base_url=getattr(args, "base_url", None))
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
@@ -256,19 +257,29 @@ def serve_command(args: argparse.Namespace) -> int:
         from .._runtime import open_runtime
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with (
-                open_log_from_args(args) as log,  # --redis URL; None: in memory
-                # The runtime's own cap is --max-sessions too: its default (10,000)
-                # would refuse sessions that a larger --max-sessions allows.
-                open_runtime(
-                    model=model,
-                    tools=DEMO_TOOLS,
-                    log=log,
-                    max_sessions=limits.max_sessions,
-                    approval=approval,
-                ) as runtime,
-                trio.open_nursery() as nursery,
-            ):
+            async with AsyncExitStack() as stack:
+                log = await stack.enter_async_context(open_log_from_args(args))  # --redis
+                try:
+                    runtime = await stack.enter_async_context(
+                        # The runtime's own cap is --max-sessions too: its default
+                        # (10,000) would refuse sessions that a larger --max-sessions
+                        # allows.
+                        open_runtime(
+                            model=model,
+                            tools=DEMO_TOOLS,
+                            log=log,
+                            max_sessions=limits.max_sessions,
+                            approval=approval,
+                            mcp=servers,
+                        )
+                    )
+                except McpServerError as exc:
+                    print(f"trio-agent serve: {exc}", file=sys.stderr)
+                    return 1
+                except ValueError as exc:  # --approve naming a tool no server has
+                    print(f"trio-agent serve: {exc}", file=sys.stderr)
+                    return 2
+                nursery = await stack.enter_async_context(trio.open_nursery())
                 server = AgentServer(
                     runtime, token=token, allow_origins=args.allow_origins, limits=limits
                 )
