@@ -14,6 +14,10 @@ person's approval when it needs one (DESIGN §9), and every one ends with exactl
   still has pending (its owner died while they waited: nothing was lost by keeping them).
 - :func:`close_open_calls`: every call of the step still without a result ends
   ``cancelled`` — the one cleanup of a step.
+
+A call runs through ``execute_tool`` with its :class:`CallContext`: a tool that takes its
+context (an MCP server's) reports progress and notices through it, published by the
+call's own task as events of its step, before its ``tool_result``.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Sequence
 from typing import Final
 
 from ..tools import Approval, McpServer, Tool
+from ..tools.mcp import INSTALL_HINT as MCP_INSTALL_HINT
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -77,6 +79,8 @@ def mcp_of(args: argparse.Namespace) -> list[McpServer]:
             servers.append(McpServer.parse(spec))
         except ValueError as exc:
             raise UsageError(f"--mcp {spec!r}: {exc}") from None
+    if servers and importlib.util.find_spec("mcp") is None:
+        raise UsageError(f"--mcp needs the MCP SDK, which is not installed: {MCP_INSTALL_HINT}")
     return servers
 
 

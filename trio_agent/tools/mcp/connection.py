@@ -248,16 +248,19 @@ class McpConnection:
     async def _listen(self, client: Client, *, task_status: trio.TaskStatus[None]) -> None:
         """Keep a ``subscriptions/listen`` stream for tools/list_changed open (the
         2026 revision delivers change notifications only through one)."""
+        started = False
         try:
             async with client.listen(tools_list_changed=True) as changes:
                 task_status.started()
+                started = True
                 async for _ in changes:
                     self._relist.set()
         except Exception as exc:  # not offered, or the connection is going: no listing
             logger.debug(
                 "MCP server %r: no tools/list_changed stream: %s", self.label, describe_error(exc)
             )
-            task_status.started()
+            if not started:
+                task_status.started()
 
     async def _relister(self, client: Client) -> None:
         while True:
