@@ -328,22 +328,24 @@ async def test_a_call_past_its_timeout_ends_timeout_and_the_server_is_told() -> 
 
 
 async def test_an_mcp_tool_waits_for_approval_like_our_own() -> None:
-    script = ScriptBuilder().turn(tool_calls=[call("c1", "add", a=1, b=1), call("c2", "pid")])
-    async with (
-        running(script.turn(tokens=["done"]), stdio(), approval={"add": True, "pid": True}) as (
-            _,
-            session,
-        ),
-        session.subscribe(after=0) as events,
-    ):
+    script = ScriptBuilder().turn(
+        tool_calls=[call("c1", "add", a=1, b=1), call("c2", "pid"), call("c3", "lines", words=[])]
+    )
+    # Every tool of the server needs approval, but the runtime's word on `lines` wins.
+    server = stdio(approval=True)
+    opened = running(script.turn(tokens=["done"]), server, approval={"lines": False})
+    async with opened as (_, session), session.subscribe(after=0) as events:
         await session.send("go")
-        await next_event(events, "tool_approval_requested", call_id="c1")
+        await next_event(events, "tool_approval_requested", call_id="c2")
         await session.approve("c1")
         await session.deny("c2", "not that one")
         await next_event(events, "done")
     got = results(session)
     assert (got["c1"].status, got["c1"].result) == ("ok", {"result": 2})
     assert (got["c2"].status, got["c2"].error) == ("denied", "denied: not that one")
+    assert (got["c3"].status, got["c3"].result) == ("ok", "")
+    asked = {e.call_id for e in session.log if isinstance(e, ev.ToolApprovalRequested)}
+    assert asked == {"c1", "c2"}
 
 
 # ---- a server that dies ---------------------------------------------------------------
