@@ -479,13 +479,20 @@ async def test_leaving_the_runtime_ends_every_server(http_url: str) -> None:
             os.kill(pid, 0)
 
 
-async def test_a_server_that_cannot_start_fails_the_runtime_opening() -> None:
-    with (
-        trio.fail_after(BOUND),
-        pytest.raises(McpServerError) as info,
-    ):
-        async with trio_agent.open_runtime(mcp=[McpServer(command=["/nonexistent/mcp-server"])]):
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        (["/nonexistent/mcp-server"], "FileNotFoundError: [Errno 2] No such file or directory"),
+        ([sys.executable, "-c", "pass"], "it exited or closed the connection (MCP error -32000)"),
+    ],
+)
+async def test_a_server_that_cannot_start_fails_the_runtime_opening(
+    command: list[str], why: str
+) -> None:
+    server = McpServer(command=command)
+    with trio.fail_after(BOUND), pytest.raises(McpServerError) as info:
+        async with trio_agent.open_runtime(mcp=[server]):
             raise AssertionError("opened")
     assert str(info.value).startswith(
-        "MCP server '/nonexistent/mcp-server' could not be started: FileNotFoundError"
+        f"MCP server {server.describe()!r} could not be started: {why}"
     )

@@ -86,6 +86,8 @@ def describe_error(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     if isinstance(exc, MCPError):
+        if exc.error.code == types.CONNECTION_CLOSED:
+            return f"{GONE} (MCP error {exc.error.code})"
         return f"{exc.error.message} (MCP error {exc.error.code})"
     message = str(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
