@@ -415,6 +415,42 @@ async def test_a_server_at_a_url_that_goes_is_connected_to_again() -> None:
     assert len(restarts) == 1 and restarts[0].endswith("starting it again (attempt 1 of 3)")
 
 
+async def test_a_server_at_a_url_that_restarted_between_calls_is_connected_to_again() -> None:
+    """Killed while idle and started again on the same port: the next call succeeds."""
+
+    def start(port: int = 0) -> tuple[subprocess.Popen[str], int]:
+        argv = [sys.executable, str(SERVER), "--http", "--port", str(port)]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        return proc, int(proc.stdout.readline())
+
+    script = (
+        ScriptBuilder()
+        .turn(tool_calls=[call("c1", "add", a=1, b=1)])
+        .turn(tokens=["two"])
+        .turn(tool_calls=[call("c2", "add", a=2, b=2)])
+        .turn(tokens=["four"])
+    )
+    proc, port = start()
+    try:
+        server = McpServer(url=f"http://127.0.0.1:{port}/mcp", name="remote")
+        async with running(script, server) as (_, session):
+            await session.send("first")
+            await until_done(session)
+            proc.kill()  # (a graceful stop would wait for the client's open stream)
+            proc.wait(BOUND)
+            proc, _ = start(port)  # a new process on the same port: a new session table
+            await session.send("again")
+            async with session.subscribe() as events:
+                await next_event(events, "done")
+    finally:
+        proc.terminate()
+        proc.wait(BOUND)
+    got = results(session)
+    assert (got["c1"].status, got["c1"].result) == ("ok", {"result": 2})
+    assert (got["c2"].status, got["c2"].result) == ("ok", {"result": 4})
+
+
 async def test_restarts_are_bounded_each_attempt_an_event(tmp_path: Path) -> None:
     script = (
         ScriptBuilder()
