@@ -403,3 +403,71 @@ def test_approve_one_call_and_deny_another_across_a_reload_and_a_blip(
         t for t in page.locator("#timeline .type").all_inner_texts() if t == "tool_approval"
     ]
     assert len(decisions) == 2  # the resent approve was not applied twice
+
+
+MCP_SCRIPT = {
+    "turns": [
+        {
+            "tokens": ["Asking", " the", " server."],
+            "tool_calls": [
+                {"id": "m1", "name": "wait", "arguments": {"seconds": 60, "label": "page"}}
+            ],
+        },
+        {"tokens": ["Stopped", " waiting."]},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``trio-agent serve --mcp 'python tests/mcp_server.py'``: an MCP server's tools."""
+    script = tmp_path_factory.mktemp("mcp") / "script.json"
+    script.write_text(json.dumps(MCP_SCRIPT))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trio_agent.cli",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            f"scripted:{script}",
+            "--mcp",
+            f"{sys.executable} tests/mcp_server.py",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert match
+        yield f"http://127.0.0.1:{match.group(1)}/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_an_mcp_calls_progress_is_a_bar_on_its_card_across_a_reload(
+    page: Any, mcp_server: str, tmp_path: Path
+) -> None:
+    open_session(page, mcp_server, "b-mcp")
+    send(page, "Ask the server.")
+    card = page.locator('.tool-card[data-call-id="m1"]')
+    expect(card).to_have_attribute("data-status", "running")
+    # The server's first progress notification ("started", 0 of 4): the bar shows it.
+    expect(card.locator(".progress .progress-text")).to_have_text("0 / 4 — started")
+    bar = card.locator(".progress progress")
+    assert (bar.get_attribute("max"), bar.evaluate("b => b.value")) == ("4", 0)
+    page.screenshot(path=str(tmp_path / "progress.png"))
+    # A reload keeps it: the snapshot holds each running call's newest progress.
+    page.reload()
+    expect(page.locator("#conn")).to_have_attribute("data-conn", "live")
+    expect(card.locator(".progress .progress-text")).to_have_text("0 / 4 — started")
+    page.locator("#btn-hard").click()
+    expect(card).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#status")).to_have_attribute("data-status", "interrupted")
+    types = page.locator("#timeline .type").all_inner_texts()
+    assert "state" in types

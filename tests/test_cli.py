@@ -223,3 +223,67 @@ def test_approve_must_name_an_offered_tool() -> None:
     assert result.stderr.strip() == (
         "trio-agent run: --approve names tool(s) rm that are not offered; tools: calculator, sleep"
     )
+
+
+MCP_SERVER = Path(__file__).with_name("mcp_server.py")
+
+
+def mcp_command(name: str) -> str:
+    return f"{sys.executable} {MCP_SERVER} --name {name}"
+
+
+def test_run_offers_the_tools_of_each_mcp_server(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    calls = [
+        {"id": "c1", "name": "one_add", "arguments": {"a": 1, "b": 2}},
+        {"id": "c2", "name": "two_add", "arguments": {"a": 3, "b": 4}},
+        {"id": "c3", "name": "calculator", "arguments": {"expression": "6*7"}},
+    ]
+    script.write_text(
+        json.dumps(ScriptBuilder().turn(tool_calls=calls).turn(tokens=["ok"]).build())
+    )
+    result = run_cli(
+        "run",
+        "--model",
+        f"scripted:{script}",
+        "--events",
+        "jsonl",
+        "--mcp",
+        mcp_command("one"),
+        "--mcp",
+        mcp_command("two"),
+        "--approve",
+        "two_add",
+        "go",
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    got = {e["call_id"]: e for e in events if e["type"] == "tool_result"}
+    assert (got["c1"]["status"], got["c1"]["result"]) == ("ok", {"result": 3})
+    assert got["c2"]["status"] == "denied"  # --approve, and nobody at a terminal
+    assert (got["c3"]["status"], got["c3"]["result"]) == ("ok", 42)
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_mcp_servers_are_checked_before_anything_runs(command: str) -> None:
+    port = ["--port", "0"] if command == "serve" else []
+    tail = ["hi"] if command == "run" else []
+    result = run_cli(command, *port, "--mcp", "/nonexistent/mcp-server", *tail)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trio-agent {command}: MCP server '/nonexistent/mcp-server' could not be started: "
+        "FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent/mcp-server'"
+    )
+    result = run_cli(command, *port, "--mcp", mcp_command("one"), "--approve", "nope", *tail)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"trio-agent {command}: approval names the tool 'nope', which the runtime does not "
+        "have; its tools: 'calculator', 'sleep', 'add', 'lines'"
+    )
+    result = run_cli(command, *port, "--mcp", "'unclosed", *tail)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"trio-agent {command}: --mcp \"'unclosed\": can't read the MCP server command "
+        '"\'unclosed": No closing quotation'
+    )

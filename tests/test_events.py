@@ -64,6 +64,12 @@ FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "reason": texts,
         "command_id": command_ids,
     },
+    "tool_progress": {
+        "call_id": texts,
+        "progress": st.floats(allow_nan=False, allow_infinity=False) | ints,
+        "total": st.none() | st.floats(allow_nan=False, allow_infinity=False) | ints,
+        "message": st.none() | texts,
+    },
     "tool_result": {
         "call_id": texts,
         "status": st.sampled_from(["ok", "error", "timeout", "cancelled", "denied"]),
@@ -145,6 +151,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "tool_call": {"arguments": {"k": "v"}},
     "tool_approval_requested": {"arguments": {"k": "v"}},
     "tool_approval": {"approved": False},
+    "tool_progress": {"progress": 0.5},
     "tool_result": {"status": "error"},
     "interrupt": {"mode": "hard"},
     "interrupted": {"mode": "soft"},
@@ -162,7 +169,7 @@ def test_round_trip_huge_texts(kind: str) -> None:
             n
             for n in FIELDS[kind]
             if n not in MINIMAL.get(kind, {})
-            and (n not in ("result", "grace", "retryable", "usage", "time_to_first_chunk"))
+            and (n not in ("result", "grace", "retryable", "usage", "time_to_first_chunk", "total"))
         ),
     ]
     base = {n: "" for n in strings} | MINIMAL.get(kind, {})
@@ -463,6 +470,26 @@ CONSTRUCTION: list[tuple[type[ev.Event], dict[str, Any], str]] = [
         T.format("usage", "done") + "object, got null",
     ),
     (ev.StateSnapshot, {"state": "{}"}, T.format("state", "state") + "object, got str"),
+    (
+        ev.ToolProgress,
+        {"call_id": "c", "progress": "half"},
+        T.format("progress", "tool_progress") + "number, got str",
+    ),
+    (
+        ev.ToolProgress,
+        {"call_id": "c", "progress": 1, "total": True},
+        T.format("total", "tool_progress") + "number or null, got bool",
+    ),
+    (
+        ev.ToolProgress,
+        {"call_id": "c", "progress": math.nan},
+        "field 'progress' of 'tool_progress' event: expected a finite number, got nan",
+    ),
+    (
+        ev.ToolProgress,
+        {"call_id": "c", "progress": 1, "total": math.inf},
+        "field 'total' of 'tool_progress' event: expected a finite number, got inf",
+    ),
 ]
 
 

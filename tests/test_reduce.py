@@ -41,6 +41,10 @@ def tool_call_events(draw: st.DrawFn, run: int, step: int, call_id: str) -> list
         )
         return out
     out.append(ev.ToolCall(run=run, step=step, call_id=call_id, name=name, arguments={"x": 1}))
+    for i in range(draw(st.integers(0, 2))):  # a running call may report how far it got
+        out.append(
+            ev.ToolProgress(run=run, step=step, call_id=call_id, progress=i, total=2, message="…")
+        )
     result = draw(
         st.none()
         | st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what JSON (orjson) carries
@@ -282,6 +286,7 @@ ONE_OF_EACH: dict[str, ev.Event] = {
     "tool_call": ev.ToolCall(call_id="c1", name="calc", arguments={}),
     "tool_approval_requested": ev.ToolApprovalRequested(call_id="c1", name="calc", arguments={}),
     "tool_approval": ev.ToolApproval(call_id="c1", approved=True),
+    "tool_progress": ev.ToolProgress(call_id="c1", progress=1),
     "tool_result": ev.ToolResult(call_id="c1", status="ok"),
     "interrupt": ev.Interrupt(mode="hard"),
     "interrupted": ev.Interrupted(mode="hard"),
@@ -312,6 +317,7 @@ LEGAL_IN: dict[str, set[str]] = {
             "tool_call",
             "tool_approval_requested",
             "tool_approval",
+            "tool_progress",
             "tool_result",
             "interrupt",
             "interrupted",
@@ -385,6 +391,21 @@ C1_OK = ev.ToolResult(call_id="c1", status="ok", result=2)
         ([*START, C1, C1_CALL], C1_CALL, r"tool_call for tool call 'c1', which is running"),
         ([*START, C1, C1_CALL, C1_OK], C1_OK, r"tool_result for tool call 'c1', which is ok"),
         ([*START, C1, C1_CALL, C1_OK], C1_CALL, r"tool_call for tool call 'c1', which is ok"),
+        (
+            START,
+            ev.ToolProgress(call_id="zz", progress=1),
+            r"tool_progress for unknown tool call 'zz'",
+        ),
+        (
+            [*START, C1],
+            ev.ToolProgress(call_id="c1", progress=1),
+            r"tool_progress for tool call 'c1', which is streaming",
+        ),
+        (
+            [*START, C1, C1_CALL, C1_OK],
+            ev.ToolProgress(call_id="c1", progress=1),
+            r"tool_progress for tool call 'c1', which is ok",
+        ),
         (
             [*START, C1],
             ev.Done(status="completed"),
@@ -591,3 +612,18 @@ def test_fold_tokens_refuses_what_reduce_refuses() -> None:
         ReduceError, match=r"^token_stream before the step's thinking event in run 1$"
     ):
         fold_tokens(started, [token])
+
+
+def test_progress_changes_no_status_and_the_call_keeps_the_newest() -> None:
+    log = [*START, C1, C1_CALL]
+    state = fold(stamped(log))
+    assert (state.status, state.call("c1").progress) == ("acting", None)  # type: ignore[union-attr]
+    for progress, message in [(1, "one"), (2.5, None)]:
+        event = ev.ToolProgress(call_id="c1", progress=progress, total=4, message=message)
+        after = reduce(state, event)
+        assert after.status == state.status and after.messages == state.messages
+        state = after
+    call = state.call("c1")
+    assert call is not None and call.progress == (2.5, 4, None)
+    assert call.to_dict()["progress"] == {"progress": 2.5, "total": 4, "message": None}
+    assert reduce(state, C1_OK).call("c1").progress == (2.5, 4, None)  # type: ignore[union-attr]

@@ -392,6 +392,33 @@ def test_a_reasoning_event_that_seals_a_block_is_never_merged() -> None:
     ]
 
 
+def test_consecutive_progress_of_a_call_collapses_to_the_newest() -> None:
+    def progress(seq: int, call_id: str, value: float) -> ev.Event:
+        return _stamped(seq, ev.ToolProgress(run=1, step=1, call_id=call_id, progress=value))
+
+    events = [
+        progress(1, "a", 1),
+        progress(2, "a", 2),
+        progress(3, "a", 3),
+        progress(4, "b", 1),  # another call: a run of its own
+        progress(5, "a", 4),
+        _stamped(6, ev.TokenStream(run=1, step=1, text="x")),
+        progress(7, "a", 5),
+        progress(8, "a", 6),
+    ]
+    dicts, merged = wire.merge_events(events)
+    assert merged == 3
+    assert [(d["type"], d.get("call_id"), d.get("progress"), d["seq"]) for d in dicts] == [
+        ("tool_progress", "a", 3, 3),
+        ("tool_progress", "b", 1, 4),
+        ("tool_progress", "a", 4, 5),
+        ("token_stream", None, None, 6),
+        ("tool_progress", "a", 6, 8),
+    ]
+    # A client that folds the frame gets the state the log folds to: the newest counts.
+    assert dicts[-1] == events[-1].to_dict()
+
+
 def test_server_limits_are_validated() -> None:
     with pytest.raises(
         ValueError, match=r"^ServerLimits.command_rate must be a positive number, got 0$"

@@ -526,3 +526,92 @@ async def test_calculator_errors_reach_the_model_as_outcomes() -> None:
         "error", None, "ValueError: can't evaluate '1/0': division by zero"
     )
     assert await run("calculator", {"expression": "(2+3)*7"}) == ToolOutcome("ok", 35)
+
+
+# ---- tools that take their call's context -----------------------------------------------
+
+
+async def _steps(arguments: dict[str, Any], context: Any) -> ToolOutcome:
+    """A tool that reports progress through its context, and says what it was given."""
+    for i in range(arguments["n"]):
+        await context.progress(i + 1, arguments["n"], f"step {i + 1}")
+        await trio.sleep(1)
+    if arguments.get("fail"):
+        return ToolOutcome.failed("it did not work")
+    return ToolOutcome("ok", {"call_id": context.call_id, "n": arguments["n"]})
+
+
+STEPS = Tool(
+    name="steps",
+    description="Steps, reporting progress.",
+    parameters={
+        "$schema": "http://json-schema.org/draft-07/schema#",  # a server's own draft
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1}, "fail": {"type": "boolean"}},
+        "required": ["n"],
+    },
+    fn=_steps,
+    is_async=True,
+    takes_context=True,
+)
+
+
+async def test_a_tool_that_takes_its_context_reports_progress_as_events(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import trio_agent
+    from trio_agent import events as ev
+    from trio_agent.testing import ScriptBuilder, check_invariants
+
+    calls = [{"id": "c1", "name": "steps", "arguments": {"n": 3}}]
+    script = ScriptBuilder().turn(tool_calls=calls).turn(tokens=["done"])
+    async with trio_agent.open_runtime(model=script.model(), tools=[STEPS]) as rt:
+        session = await rt.open_session("s1")
+        async with session.subscribe(after=0) as events:
+            await session.send("go")
+            async for e in events:
+                if e.type == "done":
+                    break
+    log = list(session.log)
+    check_invariants(log, session.state)
+    progress = [(e.progress, e.total, e.message) for e in log if isinstance(e, ev.ToolProgress)]
+    assert progress == [(1.0, 3.0, "step 1"), (2.0, 3.0, "step 2"), (3.0, 3.0, "step 3")]
+    (result,) = [e for e in log if isinstance(e, ev.ToolResult)]
+    assert (result.status, result.result) == ("ok", {"call_id": "c1", "n": 3})
+
+
+async def test_a_context_tool_outside_a_session_gets_a_quiet_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = trio.CapacityLimiter(1)
+    registry = ToolRegistry([STEPS])
+    ok = await execute_tool(registry, "steps", {"n": 1}, limiter=limiter, timeout=TIMEOUT)
+    assert ok == ToolOutcome("ok", {"call_id": "", "n": 1})
+    failed = await execute_tool(
+        registry, "steps", {"n": 1, "fail": True}, limiter=limiter, timeout=TIMEOUT
+    )
+    assert failed == ToolOutcome.failed("it did not work")
+    # Validated with the draft its schema names (draft-07 here), as any tool's arguments.
+    bad = await execute_tool(registry, "steps", {"n": 0}, limiter=limiter, timeout=TIMEOUT)
+    assert bad == ToolOutcome.failed(
+        "invalid arguments for tool 'steps' at $.n: 0 is less than the minimum of 1"
+    )
+    assert type(STEPS.validator).__name__ == "Draft7Validator"
+
+
+def test_a_context_tool_is_async() -> None:
+    with pytest.raises(ValueError, match=r"^tool 'x': a tool that takes its context is async$"):
+        Tool(name="x", description="", parameters={}, fn=len, is_async=False, takes_context=True)
+
+
+def test_an_approval_policy_keeps_its_overrides_when_the_tools_change() -> None:
+    from trio_agent.tools import ApprovalPolicy
+
+    first = ToolRegistry([STEPS, calculator])
+    policy = ApprovalPolicy(first, {"steps": True})
+    with pytest.raises(ValueError, match=r"^approval names the tool 'nope', which the runtime"):
+        ApprovalPolicy(first, {"nope": True})
+    asked = Tool(name="asked", description="", parameters={}, fn=len, is_async=False, approval=True)
+    policy.update(ToolRegistry([calculator, asked]))  # steps went, asked came
+    assert policy.needs("steps", {}) and policy.needs("asked", {})
+    assert not policy.needs("calculator", {"expression": "1"})

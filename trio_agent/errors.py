@@ -20,6 +20,8 @@ already catches:
 - **Bad input**: :class:`ProtocolError` (an event or wire frame that does not follow
   the protocol) and :class:`CommandError` (a client command, with its wire ``code``).
 - **Failures of a model call**: :class:`ModelError` (after any retries), with a code.
+- **Failures of an MCP server**: :class:`McpServerError` (it could not be started or
+  its tools listed when the runtime opened).
 
 This module imports nothing of the package: every layer may raise these.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "CommandError",
     "LeaseLost",
     "LogTrimmed",
+    "McpServerError",
     "ModelError",
     "ProtocolError",
     "RedisLogError",
@@ -150,3 +153,18 @@ class ModelError(TrioAgentError):
         self.code = code
         self.message = message
         self.retryable = retryable
+
+
+# ---- an MCP server failed ------------------------------------------------------------
+
+
+class McpServerError(TrioAgentError):
+    """An MCP server (``open_runtime(mcp=[...])``, ``--mcp``) could not be started, or
+    its tools listed, when the runtime opened.  ``server`` is its name; the message
+    says what happened.  (Once a runtime is open, a server that fails makes its calls
+    end ``error`` instead, and is restarted on the next call.)"""
+
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(message)
+        self.server = server
+        self.message = message

@@ -52,6 +52,7 @@ _MODEL_OR_TOOL: Final = frozenset(
         "tool_call_start",
         "tool_call_delta",
         "tool_call",
+        "tool_progress",
         "tool_result",
     }
 )

@@ -24,6 +24,7 @@ per event.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -68,6 +69,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "ToolCallStart",
+    "ToolProgress",
     "ToolResult",
     "UserInput",
     "freeze",
@@ -221,6 +223,35 @@ class ToolApproval(Event):
     approved: bool
     reason: str = ""
     command_id: str | None = None
+
+
+@event_type(
+    "tool_progress",
+    call_id=STR,
+    progress=((float, int), False, None),
+    total=((float, int), True, None),
+    message=OPT_STR,
+)
+@attrs.frozen(slots=True, kw_only=True)
+class ToolProgress(Event):
+    """A running call reports how far it got (an MCP server's progress notification):
+    ``progress`` so far, of ``total`` when the tool knows it, with an optional
+    ``message``.  Changes no status; the newest one is kept on the call."""
+
+    call_id: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        Event.__attrs_post_init__(self)
+        for name in ("progress", "total"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ProtocolError(
+                    f"field {name!r} of 'tool_progress' event: expected a finite number, "
+                    f"got {value!r}"
+                )
 
 
 TOOL_STATUSES: Final = frozenset({"ok", "error", "timeout", "cancelled", "denied"})

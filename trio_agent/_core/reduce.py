@@ -49,6 +49,7 @@ _RUNNING: Final[_Row] = {
     "tool_call": "acting",  # a tool runs
     "tool_approval_requested": SAME,  # ... or waits for a person first
     "tool_approval": SAME,
+    "tool_progress": SAME,  # a running call says how far it got
     "tool_result": SAME,
     "interrupt": SAME,  # accepted; it takes effect at ``interrupted``
     "interrupted": "interrupted",
@@ -288,6 +289,17 @@ def _approval(s: State, e: ev.ToolApproval) -> State:
     return _evolve(s, seq=e.seq, tool_calls=calls, command_ids=_remember(s, e.command_id, e.seq))
 
 
+def _progress(s: State, e: ev.ToolProgress) -> State:
+    calls = _update_call(
+        s,
+        e.call_id,
+        e.type,
+        "running",
+        lambda c: _evolve(c, progress=(e.progress, e.total, e.message)),
+    )
+    return _evolve(s, seq=e.seq, tool_calls=calls)
+
+
 def _result(s: State, e: ev.ToolResult) -> State:
     c = s.call(e.call_id)
     # A call whose arguments never parsed ends without a tool_call: from "streaming";
@@ -366,6 +378,7 @@ HANDLERS: Final[Mapping[str, _Handler]] = {
     "tool_call": _call,
     "tool_approval_requested": _approval_requested,
     "tool_approval": _approval,
+    "tool_progress": _progress,
     "tool_result": _result,
     "interrupt": _interrupt,
     "interrupted": _interrupted,

@@ -43,7 +43,8 @@ class ToolCallState(NamedTuple):
     ``status`` is ``streaming`` (arguments arriving), ``running`` (executing),
     ``awaiting_approval`` (held until a person decides, DESIGN §9), or the
     ``tool_result`` status.  ``approval`` is ``None`` for a call that needs none, else
-    ``requested``, ``approved`` or ``denied``.
+    ``requested``, ``approved`` or ``denied``.  ``progress`` is the newest
+    ``tool_progress`` of a running call, ``(progress, total, message)``, else ``None``.
     """
 
     call_id: str
@@ -54,6 +55,7 @@ class ToolCallState(NamedTuple):
     result: Any = None
     error: str | None = None
     approval: str | None = None
+    progress: tuple[float, float | None, str | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,9 @@ class ToolCallState(NamedTuple):
             "result": self.result,
             "error": self.error,
             "approval": self.approval,
+            "progress": None
+            if self.progress is None
+            else dict(zip(("progress", "total", "message"), self.progress, strict=True)),
         }
 
 

@@ -199,7 +199,9 @@ def merge_events(events: Iterable[ev.Event]) -> tuple[list[dict[str, Any]], int]
 
     Merged: runs of ``token_stream`` (or of ``reasoning``) of the same run and step,
     and runs of ``tool_call_delta`` of the same call.  The merged event's text is the
-    exact concatenation; it carries the ``seq`` and ``ts`` of the *last* event it
+    exact concatenation; a run of ``tool_progress`` of the same call collapses to its
+    newest (each one says how far the call is now, so the newest says it all).  A
+    merged event carries the ``seq`` and ``ts`` of the *last* event it
     covers, so a client that reconnects with ``?after=`` that seq misses nothing and
     gets nothing twice.  Returns the dicts and how many events were folded into
     others (``len(events) - len(dicts)``).
@@ -229,6 +231,18 @@ def merge_events(events: Iterable[ev.Event]) -> tuple[list[dict[str, Any]], int]
             _close_run(out, parts, key)
             key = k
             parts = [text]
+        elif kind == "tool_progress":
+            assert isinstance(e, ev.ToolProgress)
+            k = (kind, e.run, e.step, e.call_id)
+            if k == key:  # only the newest matters: it says how far the call is now
+                out[-1] = e.to_dict()
+                merged += 1
+                continue
+            _close_run(out, parts, key)
+            key = k
+            parts = []
+            out.append(e.to_dict())
+            continue
         else:
             _close_run(out, parts, key)
             key = None

@@ -14,6 +14,10 @@ person's approval when it needs one (DESIGN §9), and every one ends with exactl
   still has pending (its owner died while they waited: nothing was lost by keeping them).
 - :func:`close_open_calls`: every call of the step still without a result ends
   ``cancelled`` — the one cleanup of a step.
+
+A call runs through ``execute_tool`` with its :class:`CallContext`: a tool that takes its
+context (an MCP server's) reports progress and notices through it, published by the
+call's own task as events of its step, before its ``tool_result``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .publish import publish_shielded
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["APPROVAL_TIMED_OUT", "ToolCalls", "close_open_calls"]
+__all__ = ["APPROVAL_TIMED_OUT", "CallContext", "ToolCalls", "close_open_calls"]
 
 APPROVAL_TIMED_OUT = "approval timed out"
 """The reason of the decision the runtime makes when ``approval_timeout`` runs out."""
@@ -57,6 +61,50 @@ async def close_open_calls(bus: EventBus, why: str) -> None:
                     run=s.run, step=s.step, call_id=call.call_id, status="cancelled", error=error
                 ),
             )
+
+
+class CallContext:
+    """The :class:`~trio_agent.tools.ToolCallContext` of one call: what it reports goes
+    to the session's bus as events of its step (``tool_progress``; a notice as an
+    ``error`` with ``retryable`` true).  A report that comes once the call has its
+    result is dropped."""
+
+    __slots__ = ("bus", "call_id", "emit", "run", "step")
+
+    def __init__(self, bus: EventBus, emit: Emit, run: int, step: int, call_id: str) -> None:
+        self.bus = bus
+        self.emit = emit
+        self.run = run
+        self.step = step
+        self.call_id = call_id
+
+    def _open(self) -> bool:
+        call = self.bus.state.call(self.call_id)
+        return call is not None and call.status == "running" and self.bus.state.run == self.run
+
+    async def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        if not self._open():
+            await trio.lowlevel.checkpoint()
+            return
+        await self.emit(
+            ev.ToolProgress,
+            run=self.run,
+            step=self.step,
+            call_id=self.call_id,
+            progress=float(progress),
+            total=None if total is None else float(total),
+            message=message,
+        )
+
+    async def notice(self, code: str, message: str) -> None:
+        if not self._open():
+            await trio.lowlevel.checkpoint()
+            return
+        await self.emit(
+            ev.Error, run=self.run, step=self.step, code=code, message=message, retryable=True
+        )
 
 
 class ToolCalls:
@@ -121,6 +169,7 @@ class ToolCalls:
                 arguments,
                 limiter=runtime.limiter,
                 timeout=runtime.tool_timeout,
+                context=CallContext(self.bus, self.emit, run, step, call_id),
             )
         except trio.Cancelled:
             runtime.counters.tool_finished(name, "cancelled", trio.current_time() - began)

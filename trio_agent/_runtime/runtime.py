@@ -2,8 +2,11 @@
 
 Ownership: :func:`open_runtime` owns a nursery; each session is one task in it (its
 backend's ``run``: in memory, the agent loop), in its own cancel scope, and each step
-of a run opens a nursery of its own for the tool calls.  Leaving the runtime ends every
-run through the same cleanup path as a cancel, then joins every task: none outlives it.
+of a run opens a nursery of its own for the tool calls.  The MCP servers
+(``open_runtime(mcp=[...])``) are one task in it too (:class:`~trio_agent.tools.mcp.McpTools`),
+which owns each server's connection and its calls' requests.  Leaving the runtime ends
+every run through the same cleanup path as a cancel, closes every server connection
+(its subprocess ends), then joins every task: none outlives it.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from .._bus import DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_EVENTS
 from .._core.model import Model
 from ..errors import SessionClosed, SessionLimitError
-from ..tools import Approval, ApprovalPolicy, Tool, ToolRegistry
+from ..tools import Approval, ApprovalPolicy, McpServer, Tool, ToolRegistry
 from .backend import InMemory, SessionLog
 from .counters import RuntimeCounters, RuntimeStatistics
 from .session import Session, validate_session_id
+
+if TYPE_CHECKING:
+    from ..tools.mcp import McpTools
 
 __all__ = [
     "DEFAULT_APPROVAL_TIMEOUT",
@@ -93,6 +99,7 @@ class Runtime:
         approval_timeout: float | None = DEFAULT_APPROVAL_TIMEOUT,
         observers: Iterable[SessionObserver] = (),
         tracer_provider: Any = None,
+        mcp: McpTools | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -100,10 +107,12 @@ class Runtime:
             raise ValueError(f"approval_timeout must be positive or None, got {approval_timeout}")
         self._nursery = nursery
         self.model = model
-        self.registry = ToolRegistry(tools)
-        self.approval = ApprovalPolicy(self.registry, approval)
-        """Which calls wait for a person's approval (each tool's own ``approval``,
-        overridden by ``open_runtime(approval={name: ...})``)."""
+        self.mcp = mcp
+        """The runtime's MCP servers (``open_runtime(mcp=[...])``), or ``None``."""
+        self._own_tools = tuple(tools)
+        self._tools_version = 0 if mcp is None else mcp.version
+        self._registry = ToolRegistry(self._own_tools + (() if mcp is None else mcp.tools()))
+        self._approval = ApprovalPolicy(self._registry, approval)
         self.approval_timeout = approval_timeout
         self.max_steps = max_steps
         self.limiter = trio.CapacityLimiter(tool_concurrency)
@@ -123,6 +132,23 @@ class Runtime:
         """What the runtime counts of its own work (see :meth:`statistics`)."""
         self._sessions: dict[str, Session] = {}
         self._closing = False
+
+    @property
+    def registry(self) -> ToolRegistry:
+        """The runtime's tools: its own, then its MCP servers' as they list them now."""
+        mcp = self.mcp
+        if mcp is not None and mcp.version != self._tools_version:
+            self._tools_version = mcp.version
+            self._registry = ToolRegistry(self._own_tools + mcp.tools())
+            self._approval.update(self._registry)
+        return self._registry
+
+    @property
+    def approval(self) -> ApprovalPolicy:
+        """Which calls wait for a person's approval (each tool's own ``approval``,
+        overridden by ``open_runtime(approval={name: ...})``)."""
+        self.registry  # noqa: B018 (brought up to date with the MCP servers' tools)
+        return self._approval
 
     @property
     def sessions(self) -> Mapping[str, Session]:
@@ -195,7 +221,7 @@ async def open_runtime(
     tools: Iterable[Tool] = (),
     **options: Any,
 ) -> AsyncIterator[Runtime]:
-    """``async with open_runtime(model=..., tools=[...]) as runtime:``
+    r"""``async with open_runtime(model=..., tools=[...]) as runtime:``
 
     ``model`` defaults to the built-in scripted demo model (offline).  Options:
     ``max_steps``, ``tool_concurrency``, ``tool_timeout``, ``max_sessions``,
@@ -205,17 +231,31 @@ async def open_runtime(
     person's approval, over each tool's own ``approval``), ``approval_timeout``,
     ``observers`` (tasks run beside each session: :data:`SessionObserver`),
     ``tracer_provider`` (an OpenTelemetry ``TracerProvider``: each session's runs are
-    traced, see :mod:`trio_agent.tracing`).  On exit every run
-    still going ends ``cancelled`` and every task is joined; the model's ``aclose()`` is
-    called.
+    traced, see :mod:`trio_agent.tracing`),
+    ``mcp`` (:class:`~trio_agent.tools.McpServer`\ s whose tools the runtime offers
+    too: each is connected, and its tools listed, before the runtime is yours —
+    :class:`~trio_agent.errors.McpServerError` if one cannot be; needs the ``mcp``
+    extra).  On exit every run still going ends ``cancelled``, every MCP server
+    connection is closed, and every task is joined; the model's ``aclose()`` is called.
     """
     if model is None:
         from ..models.scripted import ScriptedModel
 
         model = ScriptedModel.demo()
+    tools = tuple(tools)
+    servers = tuple(options.pop("mcp", None) or ())
+    for server in servers:
+        if not isinstance(server, McpServer):
+            raise TypeError(f"mcp takes McpServer values, got {type(server).__name__}")
     try:
         async with trio.open_nursery() as nursery:
-            runtime = Runtime(nursery, model, tools, **options)
+            mcp = None
+            if servers:
+                from ..tools.mcp import McpTools
+
+                mcp = McpTools(servers, reserved=[t.name for t in tools if isinstance(t, Tool)])
+                await nursery.start(mcp.run)
+            runtime = Runtime(nursery, model, tools, mcp=mcp, **options)
             try:
                 yield runtime
             finally:

@@ -14,7 +14,7 @@ message naming the extra to install) and ``run(quick, progress) -> list[Figure]`
 same process, in the same run, on the same machine, and quoted as the median of several
 runs after a warm-up.  To add a benchmark, write a module with ``NAME``, ``TITLE`` and
 ``run`` and add its name here.  Optional third-party modules (langgraph, websockets,
-matplotlib, coredis) are imported only inside the functions that use them, so that
+matplotlib, coredis, mcp) are imported only inside the functions that use them, so that
 importing any module of this package needs nothing beyond the base install.
 """
 
@@ -36,6 +36,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "redis",
     "approval",
     "tracing",
+    "mcp",
 )
 """Module names, in the order ``trio-agent bench`` runs them."""
 

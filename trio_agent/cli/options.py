@@ -6,17 +6,21 @@
   :func:`approval_of`);
 - ``--otel``: runs are traced to OpenTelemetry over OTLP/HTTP, configured by the
   standard ``OTEL_*`` environment variables (:func:`tracer_provider_of`; the ``otel``
-  extra).
+  extra);
+- ``--mcp SERVER`` (repeatable): the tools of an MCP server too, a command line
+  (stdio) or an ``http(s)://`` URL (streamable HTTP) (DESIGN §11; :func:`mcp_of`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from ..tools import Approval, Tool
+from ..tools import Approval, McpServer, Tool
+from ..tools.mcp import INSTALL_HINT as MCP_INSTALL_HINT
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -26,6 +30,7 @@ __all__ = [
     "add_model_arguments",
     "approval_of",
     "tracer_provider_of",
+    "mcp_of",
 ]
 
 OTEL_EXTRA: Final = "pip install 'trio-agent[otel]'"
@@ -56,7 +61,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--approve NAME,…``, for ``run`` and ``serve``."""
+    """``--approve NAME,…``, ``--otel`` and ``--mcp SERVER``, for ``run`` and ``serve``."""
     parser.add_argument(
         "--approve",
         default="",
@@ -71,15 +76,39 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         "the OTEL_EXPORTER_OTLP_* and other OTEL_* environment variables say; needs the "
         "otel extra",
     )
+    parser.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="offer the tools of an MCP server too: a command line, run over stdio "
+        "(--mcp 'python server.py'), or an http(s):// URL (streamable HTTP); repeatable",
+    )
+
+
+def mcp_of(args: argparse.Namespace) -> list[McpServer]:
+    """``open_runtime(mcp=…)`` from ``--mcp``; :class:`UsageError` for one that is
+    neither a URL nor a command line."""
+    servers = []
+    for spec in getattr(args, "mcp", None) or []:
+        try:
+            servers.append(McpServer.parse(spec))
+        except ValueError as exc:
+            raise UsageError(f"--mcp {spec!r}: {exc}") from None
+    if servers and importlib.util.find_spec("mcp") is None:
+        raise UsageError(f"--mcp needs the MCP SDK, which is not installed: {MCP_INSTALL_HINT}")
+    return servers
 
 
 def approval_of(args: argparse.Namespace, tools: Sequence[Tool]) -> dict[str, Approval]:
     """``open_runtime(approval=…)`` from ``--approve``; :class:`UsageError` for a name
-    that is not one of ``tools``."""
+    that is not one of ``tools`` — unless MCP servers are given (``--mcp``): their
+    tools are known once they are connected, and the runtime refuses a name that is
+    none of them (``ValueError``, naming every tool)."""
     names = [n.strip() for n in str(getattr(args, "approve", "") or "").split(",") if n.strip()]
     known = {t.name for t in tools}
     unknown = [n for n in names if n not in known]
-    if unknown:
+    if unknown and not getattr(args, "mcp", None):
         raise UsageError(
             f"--approve names tool(s) {', '.join(unknown)} that are not offered; "
             f"tools: {', '.join(sorted(known)) or 'none'}"

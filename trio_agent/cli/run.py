@@ -1,6 +1,7 @@
 """``trio-agent run [--model SPEC] [--events jsonl] [--tools NAMES] [--approve NAMES]
-PROMPT``: one run on the built-in tools; the text as it streams, or every event as one
-JSON line.
+[--mcp SERVER …] PROMPT``: one run on the built-in tools (and the tools of the MCP
+servers given); the text as it streams, or every event as one JSON line.  An MCP
+server that cannot be started ends it at once (exit status 1, the message saying why).
 
 A call that needs approval (``--approve``) is asked about on the terminal (stderr, the
 answer read from stdin: ``y`` runs it, anything else denies it — typed words are the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import AsyncExitStack
 from typing import Final
 
 import orjson
@@ -20,7 +22,8 @@ import trio
 
 from .. import events as ev
 from .._runtime import Session
-from .options import UsageError, approval_of, tracer_provider_of
+from ..errors import McpServerError
+from .options import UsageError, approval_of, mcp_of, tracer_provider_of
 
 __all__ = ["NOBODY_TO_ASK", "add_run_arguments", "run_command"]
 
@@ -93,6 +96,7 @@ def run_command(args: argparse.Namespace) -> int:
     offered = [by_name[n] for n in names]
     try:
         approval = approval_of(args, offered)
+        servers = mcp_of(args)
         model = from_spec(args.model, base_url=args.base_url)
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent run: {exc}", file=sys.stderr)
@@ -102,13 +106,25 @@ def run_command(args: argparse.Namespace) -> int:
         status = "failed"
         error = ""
         asking = trio.Lock()
-        async with (
-            tracer_provider_of(args) as tracer_provider,  # --otel
-            open_runtime(
-                model=model, tools=offered, approval=approval, tracer_provider=tracer_provider
-            ) as runtime,
-            trio.open_nursery() as questions,
-        ):
+        async with AsyncExitStack() as stack:
+            tracer_provider = await stack.enter_async_context(tracer_provider_of(args))  # --otel
+            try:
+                runtime = await stack.enter_async_context(
+                    open_runtime(
+                        model=model,
+                        tools=offered,
+                        approval=approval,
+                        mcp=servers,
+                        tracer_provider=tracer_provider,
+                    )
+                )
+            except McpServerError as exc:
+                print(f"trio-agent run: {exc}", file=sys.stderr)
+                return 1
+            except ValueError as exc:  # --approve naming a tool no server has
+                print(f"trio-agent run: {exc}", file=sys.stderr)
+                return 2
+            questions = await stack.enter_async_context(trio.open_nursery())
             session = await runtime.open_session("cli")
             async with session.subscribe(after=0) as events:
                 await session.send(args.prompt)

@@ -25,17 +25,17 @@ import sys
 import textwrap
 import typing
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
 from .._runtime import Runtime, Session
-from ..errors import SessionStateError
+from ..errors import McpServerError, SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
-from .options import UsageError, approval_of, tracer_provider_of
+from .options import UsageError, approval_of, mcp_of, tracer_provider_of
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -247,6 +247,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         approval = approval_of(args, DEMO_TOOLS)
+        servers = mcp_of(args)
         model = from_spec(args.model, base_url=getattr(args, "base_url", None))
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
@@ -257,21 +258,33 @@ def serve_command(args: argparse.Namespace) -> int:
         from .._runtime import open_runtime
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with (
-                tracer_provider_of(args) as tracer_provider,  # --otel
-                open_log_from_args(args) as log,  # --redis URL; None: in memory
-                # The runtime's own cap is --max-sessions too: its default (10,000)
-                # would refuse sessions that a larger --max-sessions allows.
-                open_runtime(
-                    model=model,
-                    tools=DEMO_TOOLS,
-                    log=log,
-                    max_sessions=limits.max_sessions,
-                    approval=approval,
-                    tracer_provider=tracer_provider,
-                ) as runtime,
-                trio.open_nursery() as nursery,
-            ):
+            async with AsyncExitStack() as stack:
+                tracer_provider = await stack.enter_async_context(
+                    tracer_provider_of(args)  # --otel
+                )
+                log = await stack.enter_async_context(open_log_from_args(args))  # --redis
+                try:
+                    runtime = await stack.enter_async_context(
+                        # The runtime's own cap is --max-sessions too: its default
+                        # (10,000) would refuse sessions that a larger --max-sessions
+                        # allows.
+                        open_runtime(
+                            model=model,
+                            tools=DEMO_TOOLS,
+                            log=log,
+                            max_sessions=limits.max_sessions,
+                            approval=approval,
+                            mcp=servers,
+                            tracer_provider=tracer_provider,
+                        )
+                    )
+                except McpServerError as exc:
+                    print(f"trio-agent serve: {exc}", file=sys.stderr)
+                    return 1
+                except ValueError as exc:  # --approve naming a tool no server has
+                    print(f"trio-agent serve: {exc}", file=sys.stderr)
+                    return 2
+                nursery = await stack.enter_async_context(trio.open_nursery())
                 server = AgentServer(
                     runtime, token=token, allow_origins=args.allow_origins, limits=limits
                 )

@@ -6,7 +6,9 @@
 - :class:`ApprovalPolicy` says which calls wait for a person's approval (each tool's
   ``approval``, overridden per runtime);
 - :func:`execute_tool` runs one call under a limiter and a timeout and says how it went
-  as a :class:`ToolOutcome`;
+  as a :class:`ToolOutcome`; a tool that ``takes_context`` gets its call's
+  :class:`ToolCallContext` (progress, notices);
+- :class:`McpServer` (in :mod:`trio_agent.tools.mcp`): the tools of an MCP server;
 - the built-in tools :func:`calculator` and :func:`sleep` (:data:`DEMO_TOOLS`).
 """
 
@@ -20,7 +22,9 @@ from .builtin import (
     calculator,
     sleep,
 )
+from .context import QuietContext, ToolCallContext
 from .execute import MAX_RESULT_BYTES, ToolOutcome, execute_tool
+from .mcp import McpServer
 from .registry import ToolRegistry
 from .tool import TOOL_NAME_PATTERN, Tool, schema_of, tool
 
@@ -34,7 +38,10 @@ __all__ = [
     "TOOL_NAME_PATTERN",
     "Approval",
     "ApprovalPolicy",
+    "McpServer",
+    "QuietContext",
     "Tool",
+    "ToolCallContext",
     "ToolOutcome",
     "ToolRegistry",
     "calculator",

@@ -37,7 +37,13 @@ def check_approval(_: object, attribute: Any, value: object) -> None:
 
 class ApprovalPolicy:
     """Which calls of a runtime's tools need approval: each tool's own ``approval``,
-    unless ``overrides`` (tool name -> :data:`Approval`) says otherwise."""
+    unless ``overrides`` (tool name -> :data:`Approval`) says otherwise.
+
+    The names in ``overrides`` must be tools of ``registry`` (a typo is an error, not
+    a tool that quietly runs unasked).  A runtime whose tools change while it runs (an
+    MCP server that re-lists them) gives the policy its new registry with
+    :meth:`update`: the overrides stay, by name, and apply to whichever tool has that
+    name now."""
 
     def __init__(
         self, registry: ToolRegistry, overrides: Mapping[str, Approval] | None = None
@@ -51,8 +57,14 @@ class ApprovalPolicy:
                     f"approval names the tool {name!r}, which the runtime does not have; "
                     f"its tools: {known}"
                 )
-        self._rules: dict[str, Approval] = {t.name: t.approval for t in registry}
-        self._rules.update(overrides)
+        self._overrides: dict[str, Approval] = overrides
+        self._rules: dict[str, Approval] = {}
+        self.update(registry)
+
+    def update(self, registry: ToolRegistry) -> None:
+        """The runtime's tools are now ``registry`` (the overrides stay)."""
+        self._rules = {t.name: t.approval for t in registry}
+        self._rules.update(self._overrides)
 
     def needs(self, name: str, arguments: Mapping[str, Any]) -> bool:
         """Whether the call of ``name`` with ``arguments`` waits for approval."""

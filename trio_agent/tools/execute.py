@@ -19,6 +19,7 @@ import jsonschema.exceptions
 import orjson
 import trio
 
+from .context import QuietContext, ToolCallContext
 from .registry import ToolRegistry
 from .tool import Tool
 
@@ -64,6 +65,7 @@ async def execute_tool(
     *,
     limiter: trio.CapacityLimiter,
     timeout: float,
+    context: ToolCallContext | None = None,
 ) -> ToolOutcome:
     """Run one tool call and say how it went.
 
@@ -71,8 +73,9 @@ async def execute_tool(
     tool runs.  The tool runs holding a token of ``limiter`` and within
     ``tool.timeout or timeout`` seconds (waiting for the token does not count); a sync
     tool runs in a worker thread that is abandoned if the call is cancelled or times out
-    (it carries on in the background; its result is dropped).  ``trio.Cancelled``
-    propagates.
+    (it carries on in the background; its result is dropped).  A tool that
+    ``takes_context`` gets ``context`` (a :class:`QuietContext` when none is given).
+    ``trio.Cancelled`` propagates.
     """
     tool_ = registry.get(name)
     if tool_ is None:
@@ -89,16 +92,28 @@ async def execute_tool(
     except trio.WouldBlock:
         await limiter.acquire()
     try:
-        return await _run(tool_, name, arguments, seconds)
+        return await _run(tool_, name, arguments, seconds, context)
     finally:
         limiter.release()
 
 
-async def _run(tool_: Tool, name: str, arguments: Mapping[str, Any], seconds: float) -> ToolOutcome:
+async def _run(
+    tool_: Tool,
+    name: str,
+    arguments: Mapping[str, Any],
+    seconds: float,
+    context: ToolCallContext | None,
+) -> ToolOutcome:
     """Run the tool (holding a token) within ``seconds``; its outcome."""
     try:
         with trio.fail_after(seconds) as scope:
-            if tool_.is_async:
+            if tool_.takes_context:
+                result = await tool_.fn(dict(arguments), context or QuietContext())
+                if isinstance(result, ToolOutcome):
+                    if result.status != "ok":
+                        return result
+                    result = result.result
+            elif tool_.is_async:
                 result = await tool_.fn(**arguments)
             else:
                 call = functools.partial(tool_.fn, **arguments)

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, overload
 import attrs
 import jsonschema
 import jsonschema.exceptions
+import jsonschema.validators
 import orjson
 
 from .._core.model import ToolSpec
@@ -42,6 +43,15 @@ class Tool:
     ``approval`` says whether a call waits for a person's approval before it runs
     (``True``, or a predicate on the call's arguments, decided per call: see
     :mod:`trio_agent.tools.approval`).  Calling the tool calls ``fn``.
+
+    ``takes_context``: ``fn`` is async and awaited as ``fn(arguments, context)`` — the
+    arguments as one dict, and the call's
+    :class:`~trio_agent.tools.context.ToolCallContext` (its id, progress, notices) —
+    and returns a :class:`~trio_agent.tools.execute.ToolOutcome` (or a JSON result).
+    A tool whose call is a request to another process (an MCP server's) is one.
+
+    ``parameters`` is checked against the JSON Schema draft it names in ``$schema``
+    (2020-12 when it names none), and the arguments of each call are validated with it.
     """
 
     name: str
@@ -51,6 +61,7 @@ class Tool:
     is_async: bool
     timeout: float | None = None
     approval: Approval = attrs.field(default=False, validator=check_approval)
+    takes_context: bool = False
     # Built once: a validator per call costs more than most tool calls.
     validator: jsonschema.protocols.Validator = attrs.field(
         init=False, eq=False, repr=False, hash=False
@@ -66,13 +77,21 @@ class Tool:
                 f"tool {self.name!r}: timeout must be a positive number of seconds, "
                 f"got {self.timeout!r}"
             )
+        if self.takes_context and not self.is_async:
+            raise ValueError(f"tool {self.name!r}: a tool that takes its context is async")
+        if not isinstance(self.parameters, Mapping):
+            raise ValueError(
+                f"tool {self.name!r}: parameters must be a JSON schema object, "
+                f"got {type(self.parameters).__name__}"
+            )
         try:
-            _DRAFT.check_schema(self.parameters)
+            draft = jsonschema.validators.validator_for(self.parameters, default=_DRAFT)
+            draft.check_schema(dict(self.parameters))
         except jsonschema.exceptions.SchemaError as exc:
             raise ValueError(
                 f"tool {self.name!r}: parameters are not a valid JSON schema: {exc.message}"
             ) from None
-        object.__setattr__(self, "validator", _DRAFT(self.parameters))
+        object.__setattr__(self, "validator", draft(self.parameters))
 
     @property
     def spec(self) -> ToolSpec:

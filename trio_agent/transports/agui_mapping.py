@@ -78,7 +78,15 @@ CUSTOM_PREFIX: Final = "trio_agent."
 event type>``, with our event's wire form as the value."""
 
 _CUSTOM: Final = frozenset(
-    {"interrupt", "interrupted", "resume", "tool_approval_requested", "tool_approval", "error"}
+    {
+        "interrupt",
+        "interrupted",
+        "resume",
+        "tool_approval_requested",
+        "tool_approval",
+        "tool_progress",
+        "error",
+    }
 )
 
 _IN_STEP: Final = frozenset(

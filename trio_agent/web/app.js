@@ -35,11 +35,14 @@
 
   const TIMELINE_MAX = 400;
   const UNACKED_MAX = 32; // commands kept for a resend: more than anyone clicks in a blip
-  const MERGEABLE = new Set(["token_stream", "reasoning", "tool_call_delta"]);
+  // Events a frame may merge (a merged one carries the last seq it covers); consecutive
+  // tool_progress of one call collapse to the newest.
+  const MERGEABLE = new Set(["token_stream", "reasoning", "tool_call_delta", "tool_progress"]);
   const EVENT_TYPES = [ // what an EventSource listens for (each is an SSE `event:` name)
     "state", "user_input", "run_started", "thinking", "token_stream", "reasoning",
     "tool_call_start", "tool_call_delta", "tool_call", "tool_approval_requested",
-    "tool_approval", "tool_result", "interrupt", "interrupted", "resume", "error", "done",
+    "tool_approval", "tool_progress", "tool_result", "interrupt", "interrupted", "resume",
+    "error", "done",
   ];
 
   // ---- connection state ----
@@ -213,6 +216,26 @@
     if (approved) setCardStatus(card, "running");
   }
 
+  // How far a running call got (tool_progress): a bar, determinate when the tool knows
+  // its total, and the numbers and message beside it.
+  function setProgress(card, progress, total, message) {
+    let box = card.querySelector(".progress");
+    if (!box) {
+      box = el("div", "progress");
+      box.append(el("progress", "bar"), el("span", "progress-text"));
+      card.querySelector(".tool-body").before(box);
+    }
+    const bar = box.querySelector("progress");
+    if (typeof total === "number" && total > 0) {
+      bar.max = total;
+      bar.value = Math.min(progress, total);
+    } else {
+      bar.removeAttribute("value"); // indeterminate: the tool does not know its total
+    }
+    const numbers = typeof total === "number" ? progress + " / " + total : String(progress);
+    box.querySelector(".progress-text").textContent = numbers + (message ? " — " + message : "");
+  }
+
   function setCardResult(card, st, result, error) {
     const box = card.querySelector(".approval");
     if (box) box.remove();
@@ -274,6 +297,9 @@
       case "tool_call_delta": return e.delta;
       case "tool_call": return e.name + " " + JSON.stringify(e.arguments);
       case "tool_result": return e.call_id + " " + e.status;
+      case "tool_progress":
+        return e.call_id + " " + e.progress + (e.total !== null ? "/" + e.total : "") +
+          (e.message ? " " + e.message : "");
       case "interrupt": return e.mode + (e.reason ? ": " + e.reason : "");
       case "interrupted": return e.mode + " at step " + e.step;
       case "resume": return e.instruction ? JSON.stringify(e.instruction) : "";
@@ -343,6 +369,7 @@
       const card = toolCard(c.call_id, c.name);
       card.querySelector(".args-text").textContent =
         c.arguments ? pretty(c.arguments) : c.arguments_text;
+      if (c.progress) setProgress(card, c.progress.progress, c.progress.total, c.progress.message);
       if (c.status === "awaiting_approval") askApproval(card, c.call_id);
       else if (c.status === "streaming" || c.status === "running") setCardStatus(card, c.status);
       else setCardResult(card, c.status, c.result, c.error);
@@ -399,6 +426,11 @@
       case "tool_approval": {
         const card = cards.get(e.call_id);
         if (card) decided(card, e.approved, e.reason);
+        break;
+      }
+      case "tool_progress": {
+        const card = cards.get(e.call_id);
+        if (card) setProgress(card, e.progress, e.total, e.message);
         break;
       }
       case "tool_result": {
