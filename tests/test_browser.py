@@ -451,9 +451,9 @@ def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_an_mcp_calls_progress_is_a_bar_on_its_card_across_a_reload(
-    page: Any, mcp_server: str, tmp_path: Path
+    page: Any, mcp_server: str, transport: str, tmp_path: Path
 ) -> None:
-    open_session(page, mcp_server, "b-mcp")
+    open_session(page, mcp_server, "b-mcp", transport)
     send(page, "Ask the server.")
     card = page.locator('.tool-card[data-call-id="m1"]')
     expect(card).to_have_attribute("data-status", "running")

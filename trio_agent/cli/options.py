@@ -29,8 +29,8 @@ __all__ = [
     "add_agent_arguments",
     "add_model_arguments",
     "approval_of",
-    "tracer_provider_of",
     "mcp_of",
+    "tracer_provider_of",
 ]
 
 OTEL_EXTRA: Final = "pip install 'trio-agent[otel]'"
