@@ -82,6 +82,7 @@ class AgentLoop:
         self.runtime = runtime
         self._since_yield = 0
         self._usage = Usage()  # the current run's, summed over its model calls
+        self._finish_reason: str | None = None  # the run's last model call's, if it ended
         self.calls = ToolCalls(bus, control, runtime, self._emit)
 
     async def serve(self) -> None:
@@ -158,12 +159,14 @@ class AgentLoop:
                 "output_tokens": self._usage.output_tokens,
             },
             command_id=self.control.cancel_command_id if status == "cancelled" else None,
+            finish_reason=self._finish_reason,
         )
 
     async def _run(self) -> None:
         """One run, from ``run_started`` (already published) to ``done``."""
         run = self.bus.state.run
         self._usage = Usage()
+        self._finish_reason = None
         try:
             try:
                 await self._steps(run)
@@ -228,6 +231,7 @@ class AgentLoop:
                 return
             outcome = await self._step(run, step + 1)
             self._usage = self._usage + outcome.usage
+            self._finish_reason = outcome.finish_reason
             if outcome.error is not None:
                 error = outcome.error
                 await publish_shielded(
@@ -365,8 +369,10 @@ class AgentLoop:
             await emit(
                 ev.Error, run=run, step=step, code=chunk.code, message=chunk.message, retryable=True
             )
-        elif isinstance(chunk, Finish) and chunk.usage is not None:
-            outcome.usage = outcome.usage + chunk.usage
+        elif isinstance(chunk, Finish):
+            outcome.finish_reason = chunk.reason
+            if chunk.usage is not None:
+                outcome.usage = outcome.usage + chunk.usage
 
     async def _facts(
         self,
@@ -433,15 +439,17 @@ class AgentLoop:
 
 
 class _StepOutcome:
-    """What a step came to: whether the model made tool calls, its error, its usage."""
+    """What a step came to: whether the model made tool calls, its error, its usage, and
+    why its model call ended (its ``Finish``; ``None`` while it has not)."""
 
-    __slots__ = ("error", "interrupted", "made_calls", "usage")
+    __slots__ = ("error", "finish_reason", "interrupted", "made_calls", "usage")
 
     def __init__(self) -> None:
         self.made_calls = False
         self.interrupted = False
         self.error: ModelError | None = None
         self.usage = Usage()
+        self.finish_reason: str | None = None
 
     @property
     def completed(self) -> bool:
