@@ -1,6 +1,7 @@
 """What ``run`` and ``serve`` share: the options that shape the agent (DESIGN §7).
 
-- ``--model SPEC`` and ``--base-url URL``: the model (:func:`add_model_arguments`);
+- ``--model SPEC``, ``--base-url URL`` and ``--max-tokens N``: the model
+  (:func:`add_model_arguments`, :func:`model_of`); ``demo`` takes them too;
 - ``--approve NAME,…``: calls of these tools wait for a person's approval (DESIGN §9);
   on ``serve`` the page asks, on ``run`` the terminal does (:func:`add_agent_arguments`,
   :func:`approval_of`).
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..tools import Approval, Tool
+
+if TYPE_CHECKING:
+    from ..models import Model
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -20,6 +24,7 @@ __all__ = [
     "add_agent_arguments",
     "add_model_arguments",
     "approval_of",
+    "model_of",
 ]
 
 DEFAULT_MODEL_SPEC: Final = "scripted"
@@ -30,7 +35,8 @@ class UsageError(Exception):
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model SPEC`` and ``--base-url URL``, for ``run`` and ``serve``."""
+    """``--model SPEC``, ``--base-url URL`` and ``--max-tokens N``, for ``run``, ``serve``
+    and ``demo``."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_SPEC,
@@ -43,6 +49,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="provider base URL (OpenAI-compatible: with /v1; Anthropic: the host root); "
         "default from OPENAI_BASE_URL / ANTHROPIC_BASE_URL",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cap each answer of a provider's model at N tokens (default: the server's)",
+    )
+
+
+def model_of(args: argparse.Namespace) -> Model:
+    """The model ``--model``, ``--base-url`` and ``--max-tokens`` name; ``ValueError``
+    (or ``OSError`` for a script file) saying what is wrong."""
+    from ..models import from_spec
+
+    return from_spec(
+        args.model,
+        base_url=getattr(args, "base_url", None),
+        max_tokens=getattr(args, "max_tokens", None),
     )
 
 

@@ -1,6 +1,6 @@
-"""``trio-agent run [--model SPEC] [--events jsonl] [--tools NAMES] [--approve NAMES]
-PROMPT``: one run on the built-in tools; the text as it streams, or every event as one
-JSON line.
+"""``trio-agent run [--model SPEC] [--base-url URL] [--max-tokens N] [--events jsonl]
+[--tools NAMES] [--approve NAMES] PROMPT``: one run on the built-in tools; the text as it
+streams, or every event as one JSON line.
 
 A call that needs approval (``--approve``) is asked about on the terminal (stderr, the
 answer read from stdin: ``y`` runs it, anything else denies it — typed words are the
@@ -20,7 +20,7 @@ import trio
 
 from .. import events as ev
 from .._runtime import Session
-from .options import UsageError, approval_of
+from .options import UsageError, approval_of, model_of
 
 __all__ = ["NOBODY_TO_ASK", "add_run_arguments", "run_command"]
 
@@ -77,7 +77,6 @@ def run_command(args: argparse.Namespace) -> int:
     """``trio-agent run``: one run to its end.  Returns the exit status: 0 completed, 1
     it ended otherwise, 2 bad usage, 130 interrupted."""
     from .._runtime import open_runtime
-    from ..models import from_spec
     from ..tools import DEMO_TOOLS
 
     by_name = {t.name: t for t in DEMO_TOOLS}
@@ -93,7 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
     offered = [by_name[n] for n in names]
     try:
         approval = approval_of(args, offered)
-        model = from_spec(args.model, base_url=args.base_url)
+        model = model_of(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent run: {exc}", file=sys.stderr)
         return 2

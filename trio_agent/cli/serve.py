@@ -34,7 +34,7 @@ from .._runtime import Runtime, Session
 from ..errors import SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
-from .options import UsageError, approval_of
+from .options import UsageError, approval_of, model_of
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -232,7 +232,6 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 def serve_command(args: argparse.Namespace) -> int:
     """``trio-agent serve``: run until SIGINT/SIGTERM.  Returns the exit status."""
-    from ..models import from_spec
     from ..tools import DEMO_TOOLS
 
     token = args.token if args.token is not None else os.environ.get("TRIO_AGENT_TOKEN") or None
@@ -246,7 +245,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         approval = approval_of(args, DEMO_TOOLS)
-        model = from_spec(args.model, base_url=getattr(args, "base_url", None))
+        model = model_of(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
         return 2
