@@ -33,6 +33,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "replay",
     "assembler",
     "redis",
+    "llama",
 )
 """Module names, in the order ``trio-agent bench`` runs them."""
 

@@ -82,10 +82,10 @@ interpreter start included; CI machines shared by several jobs stall)."""
 STOP_TIMEOUT: Final = 10.0
 """Seconds the child has to exit after SIGTERM before it is killed."""
 
-POLL_INTERVAL: Final = 0.005
+POLL_INTERVAL: Final = 0.001
 """Seconds between two looks at the server's ``/slots`` while waiting for it to go idle:
-a small fraction of one token's time (about 10 ms), so that the wait measures the
-server, not the polling."""
+a tenth of one token's time (about 10 ms), so that the wait measures the server, not
+the polling (one look is a loopback request of well under a millisecond)."""
 
 
 class LlamaServerMissing(RuntimeError):
