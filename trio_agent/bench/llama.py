@@ -236,7 +236,7 @@ def _added(run: dict[str, Any]) -> list[float]:
 
 
 def _interval(run: dict[str, Any]) -> float:
-    received = run["received"]
+    received: list[float] = run["received"]
     return (received[-1] - received[0]) / (len(received) - 1) * 1000
 
 
