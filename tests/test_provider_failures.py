@@ -598,6 +598,19 @@ async def test_specs_build_their_models(client: httpx.AsyncClient) -> None:
     assert isinstance(model, AnthropicModel)
     assert (model.model, model.url) == ("claude-x", "http://h.invalid/v1/messages")
     assert isinstance(from_spec("scripted"), Model)
+    # max_tokens: sent when given; Anthropic's model needs one and keeps its default.
+    openai_model = from_spec("openai:m", base_url="http://h.invalid/v1", max_tokens=7)
+    assert isinstance(openai_model, OpenAIChatModel)
+    assert openai_model.request_body([], [])["max_tokens"] == 7
+    openai_model = from_spec("openai:m", base_url="http://h.invalid/v1", client=client)
+    assert isinstance(openai_model, OpenAIChatModel)
+    assert "max_tokens" not in openai_model.request_body([], [])
+    default = AnthropicModel("claude-x", client=client).max_tokens
+    for given, expected in [(None, default), (9, 9)]:
+        model = from_spec("anthropic:claude-x", client=client, max_tokens=given)
+        assert isinstance(model, AnthropicModel) and model.max_tokens == expected
+    with pytest.raises(ValueError, match=r"^max_tokens must be at least 1, not 0$"):
+        from_spec("openai:m", max_tokens=0)
 
 
 def test_base_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
