@@ -71,9 +71,11 @@ CONTEXT_SIZE: Final = 2048
 hundred tokens and its answers are capped well below this; a small context keeps the
 server's memory at about 100 MB of KV cache less than the model's 8192."""
 
-THREADS: Final = 2
-"""Threads llama.cpp computes with: the machine the suite is built for has 2 cores
-(about 100 tokens/s from SmolLM2-135M there)."""
+THREADS: Final = 1
+"""Threads llama.cpp computes with: one, about 70 tokens/s from SmolLM2-135M on the
+2-core machine the suite is built for, whatever else runs.  With two, llama.cpp's
+threads wait for each other at every layer, and on a machine that also runs the tests
+(or other jobs) generation collapses: 17 tokens/s against 70, measured side by side."""
 
 START_TIMEOUT: Final = 60.0
 """Seconds the server has to load the model and answer ``/health`` (about 1 s,
@@ -84,7 +86,7 @@ STOP_TIMEOUT: Final = 10.0
 
 POLL_INTERVAL: Final = 0.001
 """Seconds between two looks at the server's ``/slots`` while waiting for it to go idle:
-a tenth of one token's time (about 10 ms), so that the wait measures the server, not
+a tenth of one token's time (about 14 ms), so that the wait measures the server, not
 the polling (one look is a loopback request of well under a millisecond)."""
 
 

@@ -74,10 +74,6 @@ TRIALS: Final = 8
 """Requests per side in one run of the time-to-first-token and interrupt figures (each
 run's sample is their median): one request is short, and one alone is noisy."""
 QUICK_TRIALS: Final = 4
-SERVER_THREADS: Final = 1
-"""Threads the server computes with here: one core for the engine, one for the client
-being measured.  With both cores (the tests' setting) llama.cpp's threads take the
-client's core as well, and what is measured is who gets the CPU, not the runtime."""
 BASELINE: Final = "raw httpx stream"
 PROMPT: Final = "Tell me about the history of the bicycle."
 UNTIL_EOS: Final = {"ignore_eos": True}
@@ -284,7 +280,7 @@ def run(quick: bool = False, progress: Progress | None = None) -> list[Figure]:
                 for side, values in idle.items():
                     samples["idle"][side].append(percentile(values, 50))
 
-    with LlamaServer(threads=SERVER_THREADS) as server:
+    with LlamaServer() as server:  # one thread: the other core is the client's
         trio.run(main, server)
     return _figures(samples, pooled, tokens)
 
@@ -324,7 +320,7 @@ def _figures(
             f"Mean time between tokens, {tokens}-token answers",
             "ms",
             targets=(same_pace,),
-            notes="the engine's pace (about 10 ms a token on 2 cores)",
+            notes="the engine's pace (about 14 ms a token on one thread)",
         ),
     ]
     if pooled["ours"] and pooled["raw"]:
