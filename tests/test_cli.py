@@ -135,6 +135,18 @@ def test_run_caps_a_real_models_answer_with_max_tokens(llama_server: LlamaServer
     assert done["usage"]["output_tokens"] == 2
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_max_tokens_must_be_a_positive_number(value: str) -> None:
+    result = run_cli("run", "--model", "openai:m", "--max-tokens", value, "hi")
+    assert result.returncode == 2
+    problem = (
+        "expected a whole number, got 'many'"
+        if value == "many"
+        else f"must be at least 1, not {value}"
+    )
+    assert result.stderr.endswith(f"trio-agent run: error: argument --max-tokens: {problem}\n")
+
+
 def test_a_scripted_model_takes_no_max_tokens() -> None:
     result = run_cli("demo", "--max-tokens", "5")
     assert result.returncode == 2
