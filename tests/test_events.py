@@ -90,6 +90,7 @@ FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "text": texts,
         "usage": st.fixed_dictionaries({}, optional={"input_tokens": ints, "output_tokens": ints}),
         "command_id": command_ids,
+        "finish_reason": st.none() | texts,
     },
     "state": {"state": json_objects},
 }

@@ -218,6 +218,49 @@ async def test_connect_errors_are_retried(client: httpx.AsyncClient) -> None:
     assert [r.code for r in before.retries] == ["connection", "connection"]
 
 
+class ClosedBeforeAnswer(httpx.AsyncBaseTransport):
+    """The first ``times`` requests meet a connection the server closed as they went
+    out (what a pooled keep-alive connection the server has just closed looks like)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, times: int) -> None:
+        self.inner = inner
+        self.times = times
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        if self.sent <= self.times:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(("closed", "retries"), [(1, 0), (2, 1), (3, 2)])
+async def test_a_connection_closed_before_any_answer_is_sent_again_at_once(
+    nursery: trio.Nursery, closed: int, retries: int
+) -> None:
+    server = await start_provider_server(nursery, Reply.sse(recording("openai", "text")))
+    made: list[ClosedBeforeAnswer] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        made.append(ClosedBeforeAnswer(inner, closed))
+        return made[0]
+
+    async with make_client(trust_env=False, wrap_transport=wrap) as pool:
+        with trio.fail_after(5):
+            collected = await collect(openai(server.url, pool).stream(PROMPT, []))
+    # Once: sent again at once and silently (a stale pooled connection); more: the
+    # retry policy's business, each retry said.
+    assert made[0].sent == closed + 1
+    assert [r.code for r in collected.retries] == ["connection"] * retries
+    assert all("closed the connection without answering" in r.message for r in collected.retries)
+    assert collected.text == "Hello, wörld — 東京 👋!"
+
+
 def test_retry_policy_delays() -> None:
     policy = RetryPolicy(base_delay=1.0, max_delay=5.0, max_retry_after=30.0, jitter=0.5)
     assert [policy.backoff(n, rand=lambda: 0.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]
@@ -537,7 +580,10 @@ def test_bad_spec(spec: str, problem: str) -> None:
 def test_scripted_spec_refuses_a_base_url() -> None:
     with pytest.raises(
         ValueError,
-        match=r"^model spec 'scripted' is a scripted model: it takes no base URL or API key$",
+        match=(
+            r"^model spec 'scripted' is a scripted model: it takes no base URL, API key or "
+            r"max_tokens$"
+        ),
     ):
         from_spec("scripted", base_url="http://127.0.0.1:1/v1")
 
@@ -552,6 +598,19 @@ async def test_specs_build_their_models(client: httpx.AsyncClient) -> None:
     assert isinstance(model, AnthropicModel)
     assert (model.model, model.url) == ("claude-x", "http://h.invalid/v1/messages")
     assert isinstance(from_spec("scripted"), Model)
+    # max_tokens: sent when given; Anthropic's model needs one and keeps its default.
+    openai_model = from_spec("openai:m", base_url="http://h.invalid/v1", max_tokens=7)
+    assert isinstance(openai_model, OpenAIChatModel)
+    assert openai_model.request_body([], [])["max_tokens"] == 7
+    openai_model = from_spec("openai:m", base_url="http://h.invalid/v1", client=client)
+    assert isinstance(openai_model, OpenAIChatModel)
+    assert "max_tokens" not in openai_model.request_body([], [])
+    default = AnthropicModel("claude-x", client=client).max_tokens
+    for given, expected in [(None, default), (9, 9)]:
+        model = from_spec("anthropic:claude-x", client=client, max_tokens=given)
+        assert isinstance(model, AnthropicModel) and model.max_tokens == expected
+    with pytest.raises(ValueError, match=r"^max_tokens must be at least 1, not 0$"):
+        from_spec("openai:m", max_tokens=0)
 
 
 def test_base_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:

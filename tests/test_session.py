@@ -506,6 +506,58 @@ async def test_model_failure_mid_stream_ends_the_run_failed(
     check_invariants(log, session.state)
 
 
+class EndsWith:
+    """Streams one word, then ends with the given finish reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[Chunk]:
+        await trio.lowlevel.checkpoint()
+        yield TextDelta("word")
+        yield Finish(self.reason)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_done_carries_the_finish_reason_of_the_runs_last_model_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = (
+        ScriptBuilder()
+        .turn(tokens=["t"], tool_calls=[{"id": "c1", "name": "calculator", "arguments": {}}])
+        .turn(tokens=["answer"])
+        .turn(tokens=["slow", "words"], delay=1.0)
+    )
+    with trio.fail_after(30):
+        async with trio_agent.open_runtime(model=EndsWith("length")) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                done = await wait_for(events, lambda e: e.type == "done")
+        assert isinstance(done, ev.Done) and (done.status, done.text) == ("completed", "word")
+        assert done.finish_reason == "length"
+
+        async with trio_agent.open_runtime(model=model_of(script), tools=TOOLS) as runtime:
+            session = await runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                done = await wait_for(events, lambda e: e.type == "done")
+                # The answer's call ended "stop"; the first one, "tool_calls", is not it.
+                assert isinstance(done, ev.Done) and done.finish_reason == "stop"
+                # A run cut mid-call: that call never ended by itself.
+                await session.send("again")
+                await wait_for(events, lambda e: e.type == "token_stream" and e.run == 2)
+                await session.cancel()
+                done = await wait_for(events, lambda e: e.type == "done")
+        assert isinstance(done, ev.Done) and done.status == "cancelled"
+        assert done.finish_reason is None
+        check_invariants(list(session.log), session.state)
+
+
 async def test_leaving_the_runtime_ends_runs_through_the_cleanup_path(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -335,17 +335,22 @@ DONE_STATUSES: Final = frozenset({"completed", "cancelled", "failed"})
     text=STR,
     usage=((dict,), False, None),
     command_id=OPT_STR,
+    finish_reason=OPT_STR,
 )
 @attrs.frozen(slots=True, kw_only=True)
 class Done(Event):
     """The run ended. ``text`` is the run's final answer; ``usage`` counts tokens
     (``{"input_tokens": n, "output_tokens": n}``); ``command_id``: the id of the
-    ``cancel`` that ended it, if it carried one."""
+    ``cancel`` that ended it, if it carried one; ``finish_reason``: why the run's last
+    model call ended, as the provider said it (``stop``, ``length`` — cut by
+    ``max_tokens`` —, ``tool_calls``, ``end_turn``, ``max_tokens`` …), or ``None`` when
+    that call did not end by itself (interrupted, cancelled, failed) or none was made."""
 
     status: str
     text: str = ""
     usage: Mapping[str, int] = attrs.field(factory=dict)
     command_id: str | None = None
+    finish_reason: str | None = None
 
     def __attrs_post_init__(self) -> None:
         Event.__attrs_post_init__(self)

@@ -83,6 +83,7 @@ class AgentLoop:
         self.runtime = runtime
         self._since_yield = 0
         self._usage = Usage()  # the current run's, summed over its model calls
+        self._finish_reason: str | None = None  # the run's last model call's, if it ended
         self.calls = ToolCalls(bus, control, runtime, self._emit)
         self.provider, self.model = model_identity(runtime.model)
 
@@ -160,12 +161,14 @@ class AgentLoop:
                 "output_tokens": self._usage.output_tokens,
             },
             command_id=self.control.cancel_command_id if status == "cancelled" else None,
+            finish_reason=self._finish_reason,
         )
 
     async def _run(self) -> None:
         """One run, from ``run_started`` (already published) to ``done``."""
         run = self.bus.state.run
         self._usage = Usage()
+        self._finish_reason = None
         try:
             try:
                 await self._steps(run)
@@ -230,6 +233,7 @@ class AgentLoop:
                 return
             outcome = await self._step(run, step + 1)
             self._usage = self._usage + outcome.usage
+            self._finish_reason = outcome.finish_reason or None  # ("": it did not end)
             if outcome.error is not None:
                 error = outcome.error
                 self.runtime.counters.model_error(error.code)
@@ -461,7 +465,8 @@ class AgentLoop:
 
 
 class _StepOutcome:
-    """What a step came to: whether the model made tool calls, its error, its usage."""
+    """What a step came to: whether the model made tool calls, its error, its usage, and
+    why its model call ended (its ``Finish``; ``None`` while it has not)."""
 
     __slots__ = ("error", "finish_reason", "interrupted", "made_calls", "usage", "usage_counted")
 

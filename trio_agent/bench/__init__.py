@@ -37,6 +37,7 @@ BENCHMARKS: Final[tuple[str, ...]] = (
     "approval",
     "tracing",
     "mcp",
+    "llama",
 )
 """Module names, in the order ``trio-agent bench`` runs them."""
 

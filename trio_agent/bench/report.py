@@ -249,6 +249,7 @@ _LATENCY_TITLES: Final = {
     "interrupt": "hard interrupt → interrupted published (wall clock)",
     "ws": "publish → WebSocket client in another process",
     "sessions": "publish → subscriber, many sessions in one runtime",
+    "llama": "a token's bytes off the socket → the token at the consumer",
 }
 
 
@@ -266,10 +267,10 @@ def _latency_panel(ax: Any, bench: str, group: list[Json]) -> None:
             ax.set_xticks([j + width * (len(seen) - 1) / 2 for j in range(len(pcts))], list(pcts))
     targets = [t["at_most"] for f in group for t in f["targets"] if t["at_most"]]
     if targets:
-        ax.axhline(min(targets), color="tab:red", linestyle="--", label="target p99")
+        ax.axhline(min(targets), color="tab:red", linestyle="--", label="target")
     if any(max(f["percentiles"].values()) > 50 * min(f["percentiles"].values()) for f in group):
         ax.set_yscale("log")
-    ax.set_ylabel("ms")
+    ax.set_ylabel(group[0]["unit"])  # (a benchmark's latency figures share their unit)
     ax.set_title(_LATENCY_TITLES.get(bench, f"{bench}: latency percentiles"), fontsize=10)
     ax.legend(fontsize=8)
 

@@ -105,7 +105,9 @@ def missing_requirements(module: ModuleType) -> str | None:
         if not _importable(name):
             by_extra.setdefault(extra, []).append(name)
     problems = [
-        f"needs {', '.join(names)}, not installed ({install_hint(extra)})"
+        # (an extra's name, or the command itself when it is not one: it has a space)
+        f"needs {', '.join(names)}, not installed "
+        f"({extra if ' ' in extra else install_hint(extra)})"
         for extra, names in by_extra.items()
     ]
     for program, how in _declared(module, "PROGRAMS").items():

@@ -1,10 +1,16 @@
-"""``trio-agent demo``: one scripted run rendered in the terminal.
+"""``trio-agent demo``: one run rendered in the terminal, scripted or on a real model.
 
 What it shows, offline and in about ten seconds: text streaming token by token; a tool
 call whose arguments stream in and then run; a steering message sent mid-run that the
 next step answers; a hard interrupt during a slow tool (the call ends ``cancelled``);
 resume with an instruction; ``done``; then the event timeline and the final state.
 (:func:`run_demo`; ``trio-agent demo [--speed X]`` is :func:`demo_command`.)
+
+``--model openai:MODEL --base-url URL`` (and ``--max-tokens N``, as for ``run``) plays
+the same story on a real model — a local llama.cpp, vLLM or Ollama server, or a
+provider.  Such a model may call no tool, so the hard interrupt comes instead at the
+first token of the answer to the steering message (a cut mid-generation), unless a
+``sleep`` call came first.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import trio
 
 from .. import events as ev
 from .._runtime import Session, open_runtime
+from ..errors import SessionStateError
+from ..models import Model
 from ..models.scripted import ScriptedModel
 from ..tools import DEMO_TOOLS
+from .options import add_model_arguments, model_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,19 +55,24 @@ def _summary(e: ev.Event) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-async def _demo(console: Console, speed: float) -> None:
-    model = ScriptedModel.demo()
+async def _demo(console: Console, speed: float, model: Model) -> None:
     async with open_runtime(model=model, tools=DEMO_TOOLS) as runtime:
         session = await runtime.open_session("demo")
         async with trio.open_nursery() as nursery, session.subscribe(after=0) as events:
             nursery.start_soon(session.send, PROMPT)
-            await _render(console, session, events, nursery, speed)
+            cut = not isinstance(model, ScriptedModel)
+            await _render(console, session, events, nursery, speed, cut_mid_answer=cut)
         _report(console, session)
 
 
-async def _interrupt_later(session: Session, delay: float) -> None:
+async def _interrupt_later(
+    session: Session, delay: float, reason: str = "the nap is taking too long"
+) -> None:
     await trio.sleep(delay)
-    await session.interrupt("hard", reason="the nap is taking too long")
+    try:
+        await session.interrupt("hard", reason=reason)
+    except SessionStateError:
+        pass  # a real model's answer ended first: there is nothing left to cut
 
 
 async def _resume_later(session: Session, delay: float) -> None:
@@ -67,11 +81,20 @@ async def _resume_later(session: Session, delay: float) -> None:
 
 
 async def _render(
-    console: Console, session: Session, events: object, nursery: trio.Nursery, speed: float
+    console: Console,
+    session: Session,
+    events: object,
+    nursery: trio.Nursery,
+    speed: float,
+    *,
+    cut_mid_answer: bool = False,
 ) -> None:
     steered = False
     in_text = False
     streaming_call: str | None = None
+    # (with a real model: the step that answers the steering message, which the demo
+    # interrupts at its first token unless a sleep call was interrupted before)
+    answering = interrupting = False
     async for e in events:  # type: ignore[attr-defined]
         if in_text and not isinstance(e, ev.TokenStream):
             console.print()
@@ -82,6 +105,7 @@ async def _render(
         elif isinstance(e, ev.RunStarted):
             console.print(f"[dim]── run {e.run} started[/]")
         elif isinstance(e, ev.Thinking):
+            answering = steered and cut_mid_answer and not interrupting
             users = [m.content for m in session.state.messages if m.role == "user"]
             newest = f" (newest user message in its input: {users[-1]!r})" if users else ""
             console.print(f"[dim]── step {e.step}: thinking…{newest}[/]")
@@ -90,6 +114,9 @@ async def _render(
                 console.print("[bold]assistant:[/] ", end="")
                 in_text = True
             console.print(e.text, end="", highlight=False)
+            if answering:
+                answering, interrupting = False, True
+                nursery.start_soon(_interrupt_later, session, 0, "cut mid-answer")
             if not steered and e.run == 1 and e.step == 1:
                 steered = True
                 nursery.start_soon(session.send, STEER)
@@ -103,7 +130,8 @@ async def _render(
                 console.print(")")
                 streaming_call = None
             console.print(f"[yellow]  running {e.name}…[/]")
-            if e.name == "sleep":
+            if e.name == "sleep" and not interrupting:
+                interrupting = True
                 nursery.start_soon(_interrupt_later, session, INTERRUPT_AFTER / speed)
         elif isinstance(e, ev.ToolResult):
             if streaming_call is not None:
@@ -122,7 +150,8 @@ async def _render(
         elif isinstance(e, ev.Error):
             console.print(f"[red]✗ {e.code}: {e.message}[/]")
         elif isinstance(e, ev.Done):
-            console.print(f"[bold green]■ done ({e.status})[/] usage={dict(e.usage)}")
+            finish = f" finish_reason={e.finish_reason}" if e.finish_reason else ""
+            console.print(f"[bold green]■ done ({e.status})[/] usage={dict(e.usage)}{finish}")
             return
 
 
@@ -161,22 +190,34 @@ def _report(console: Console, session: Session) -> None:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``trio-agent demo``."""
+    """The options of ``trio-agent demo``: ``--speed`` and the model's."""
     parser.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
+    add_model_arguments(parser)
 
 
 def demo_command(args: argparse.Namespace) -> int:
     """``trio-agent demo``; returns the exit status."""
-    return run_demo(speed=args.speed)
+    import sys
+
+    try:
+        model = model_of(args)
+    except (ValueError, OSError) as exc:
+        print(f"trio-agent demo: {exc}", file=sys.stderr)
+        return 2
+    return run_demo(speed=args.speed, model=model, spec=args.model)
 
 
-def run_demo(speed: float = 1.0) -> int:
+def run_demo(speed: float = 1.0, model: Model | None = None, spec: str = "scripted") -> int:
     # (rich is imported here, not by ``import trio_agent.cli``: only the demo draws)
     from rich.console import Console
 
     if not speed > 0:
         raise ValueError(f"speed must be positive, got {speed}")
     console = Console(highlight=False)
-    console.print("[bold]trio-agent demo[/] — a scripted agent run, offline\n")
-    trio.run(_demo, console, speed)
+    if model is None or isinstance(model, ScriptedModel):
+        console.print("[bold]trio-agent demo[/] — a scripted agent run, offline\n")
+    else:
+        where = getattr(model, "base_url", "")
+        console.print(f"[bold]trio-agent demo[/] — an agent run on {spec} at {where}\n")
+    trio.run(_demo, console, speed, model or ScriptedModel.demo())
     return 0

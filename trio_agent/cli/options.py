@@ -1,6 +1,7 @@
 """What ``run`` and ``serve`` share: the options that shape the agent (DESIGN §7).
 
-- ``--model SPEC`` and ``--base-url URL``: the model (:func:`add_model_arguments`);
+- ``--model SPEC``, ``--base-url URL`` and ``--max-tokens N``: the model
+  (:func:`add_model_arguments`, :func:`model_of`); ``demo`` takes them too;
 - ``--approve NAME,…``: calls of these tools wait for a person's approval (DESIGN §9);
   on ``serve`` the page asks, on ``run`` the terminal does (:func:`add_agent_arguments`,
   :func:`approval_of`);
@@ -17,10 +18,13 @@ import argparse
 import importlib.util
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..tools import Approval, McpServer, Tool
 from ..tools.mcp import INSTALL_HINT as MCP_INSTALL_HINT
+
+if TYPE_CHECKING:
+    from ..models import Model
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -30,6 +34,7 @@ __all__ = [
     "add_model_arguments",
     "approval_of",
     "mcp_of",
+    "model_of",
     "tracer_provider_of",
 ]
 
@@ -44,7 +49,8 @@ class UsageError(Exception):
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model SPEC`` and ``--base-url URL``, for ``run`` and ``serve``."""
+    """``--model SPEC``, ``--base-url URL`` and ``--max-tokens N``, for ``run``, ``serve``
+    and ``demo``."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_SPEC,
@@ -57,6 +63,35 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="provider base URL (OpenAI-compatible: with /v1; Anthropic: the host root); "
         "default from OPENAI_BASE_URL / ANTHROPIC_BASE_URL",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="cap each answer of a provider's model at N tokens (default: the server's)",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def model_of(args: argparse.Namespace) -> Model:
+    """The model ``--model``, ``--base-url`` and ``--max-tokens`` name; ``ValueError``
+    (or ``OSError`` for a script file) saying what is wrong."""
+    from ..models import from_spec
+
+    return from_spec(
+        args.model,
+        base_url=getattr(args, "base_url", None),
+        max_tokens=getattr(args, "max_tokens", None),
     )
 
 

@@ -1,7 +1,8 @@
-"""``trio-agent run [--model SPEC] [--events jsonl] [--tools NAMES] [--approve NAMES]
-[--mcp SERVER …] PROMPT``: one run on the built-in tools (and the tools of the MCP
-servers given); the text as it streams, or every event as one JSON line.  An MCP
-server that cannot be started ends it at once (exit status 1, the message saying why).
+"""``trio-agent run [--model SPEC] [--base-url URL] [--max-tokens N] [--events jsonl]
+[--tools NAMES] [--approve NAMES] [--mcp SERVER …] PROMPT``: one run on the built-in
+tools (and the tools of the MCP servers given); the text as it streams, or every event
+as one JSON line.  An MCP server that cannot be started ends it at once (exit status 1,
+the message saying why).
 
 A call that needs approval (``--approve``) is asked about on the terminal (stderr, the
 answer read from stdin: ``y`` runs it, anything else denies it — typed words are the
@@ -23,7 +24,7 @@ import trio
 from .. import events as ev
 from .._runtime import Session
 from ..errors import McpServerError
-from .options import UsageError, approval_of, mcp_of, tracer_provider_of
+from .options import UsageError, approval_of, mcp_of, model_of, tracer_provider_of
 
 __all__ = ["NOBODY_TO_ASK", "add_run_arguments", "run_command"]
 
@@ -80,7 +81,6 @@ def run_command(args: argparse.Namespace) -> int:
     """``trio-agent run``: one run to its end.  Returns the exit status: 0 completed, 1
     it ended otherwise, 2 bad usage, 130 interrupted."""
     from .._runtime import open_runtime
-    from ..models import from_spec
     from ..tools import DEMO_TOOLS
 
     by_name = {t.name: t for t in DEMO_TOOLS}
@@ -97,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         approval = approval_of(args, offered)
         servers = mcp_of(args)
-        model = from_spec(args.model, base_url=args.base_url)
+        model = model_of(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent run: {exc}", file=sys.stderr)
         return 2

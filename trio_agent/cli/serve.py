@@ -35,7 +35,7 @@ from .._runtime import Runtime, Session
 from ..errors import McpServerError, SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
-from .options import UsageError, approval_of, mcp_of, tracer_provider_of
+from .options import UsageError, approval_of, mcp_of, model_of, tracer_provider_of
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -233,7 +233,6 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
 
 def serve_command(args: argparse.Namespace) -> int:
     """``trio-agent serve``: run until SIGINT/SIGTERM.  Returns the exit status."""
-    from ..models import from_spec
     from ..tools import DEMO_TOOLS
 
     token = args.token if args.token is not None else os.environ.get("TRIO_AGENT_TOKEN") or None
@@ -248,7 +247,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         approval = approval_of(args, DEMO_TOOLS)
         servers = mcp_of(args)
-        model = from_spec(args.model, base_url=getattr(args, "base_url", None))
+        model = model_of(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"trio-agent serve: {exc}", file=sys.stderr)
         return 2

@@ -79,20 +79,26 @@ def from_spec(
     base_url: str | None = None,
     api_key: str | None = None,
     client: httpx.AsyncClient | None = None,
+    max_tokens: int | None = None,
 ) -> Model:
     """The model a SPEC names.
 
     ``scripted`` is the built-in demo script, ``scripted:FILE`` a script file;
     ``openai:MODEL`` and ``anthropic:MODEL`` the providers (everything after the first
-    colon is the model name, so ``openai:llama3:8b`` works).  ``base_url``, ``api_key``
-    and ``client`` go to a provider; ``base_url`` and ``api_key`` mean nothing to a
-    scripted model and are refused for one.  Raises ``ValueError`` naming the spec.
+    colon is the model name, so ``openai:llama3:8b`` works).  ``base_url``, ``api_key``,
+    ``client`` and ``max_tokens`` (the cap on each answer; ``None``: the provider's
+    default, or the Anthropic model's) go to a provider; ``base_url``, ``api_key`` and
+    ``max_tokens`` mean nothing to a scripted model and are refused for one.  Raises
+    ``ValueError`` naming the spec.
     """
     kind, colon, rest = spec.partition(":")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
     if kind == "scripted":
-        if base_url is not None or api_key is not None:
+        if base_url is not None or api_key is not None or max_tokens is not None:
             raise ValueError(
-                f"model spec {spec!r} is a scripted model: it takes no base URL or API key"
+                f"model spec {spec!r} is a scripted model: it takes no base URL, API key "
+                "or max_tokens"
             )
         if not colon:
             return ScriptedModel.demo()
@@ -103,6 +109,12 @@ def from_spec(
         if not rest:
             raise ValueError(f"model spec {spec!r} names no model; expected {SPEC_FORMS}")
         if kind == "openai":
-            return OpenAIChatModel(rest, base_url=base_url, api_key=api_key, client=client)
-        return AnthropicModel(rest, base_url=base_url, api_key=api_key, client=client)
+            return OpenAIChatModel(
+                rest, base_url=base_url, api_key=api_key, client=client, max_tokens=max_tokens
+            )
+        if max_tokens is None:
+            return AnthropicModel(rest, base_url=base_url, api_key=api_key, client=client)
+        return AnthropicModel(
+            rest, base_url=base_url, api_key=api_key, client=client, max_tokens=max_tokens
+        )
     raise ValueError(f"unknown model spec {spec!r}; expected {SPEC_FORMS}")

@@ -19,6 +19,7 @@ __all__ = [
     "ERROR_BODY_MAX_BYTES",
     "ERROR_SNIPPET_CHARS",
     "Failure",
+    "closed_before_answer",
     "connect_timeout",
     "describe",
     "read_error_detail",
@@ -43,6 +44,13 @@ class Failure:
     retry_after: str | None = None
 
 
+def closed_before_answer(exc: httpx.HTTPError) -> bool:
+    """The server closed the connection before any byte of an answer: a request sent on
+    a pooled keep-alive connection that the server had just closed (llama.cpp's server
+    closes one after every streamed answer) fails so; nothing was streamed."""
+    return isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError)
+
+
 def request_failure(
     client: httpx.AsyncClient, request: ProviderRequest, exc: httpx.HTTPError
 ) -> Failure:
@@ -61,7 +69,7 @@ def request_failure(
         )
     if isinstance(exc, httpx.TimeoutException):  # write or pool
         return Failure("timeout", f"request to {where} timed out: {describe(exc)}", False)
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+    if closed_before_answer(exc):
         # Closed before any response: nothing was streamed, so trying again is safe (a
         # stale keep-alive connection closed by the server looks like this).
         return Failure(

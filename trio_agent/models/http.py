@@ -28,6 +28,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 from .._core.model import Message, ModelError, Retrying, ToolSpec
 from .failures import (
     Failure,
+    closed_before_answer,
     describe,
     read_error_detail,
     read_timeout,
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_KEEPALIVE_CONNECTIONS",
     "POOL_TIMEOUT",
     "READ_TIMEOUT",
+    "STALE_CONNECTION_RETRIES",
     "WRITE_TIMEOUT",
     "HTTPModel",
     "ProviderRequest",
@@ -82,6 +84,12 @@ DRAIN_TIMEOUT = 1.0
 #: caller is cancelled); closing an HTTP/1.1 stream only closes a socket, so this is a
 #: safety net rather than an expected wait.
 CLOSE_TIMEOUT = 2.0
+#: Times a request whose connection closed before any answer is sent again at once, on
+#: a new connection, before the retry policy counts it: a pooled keep-alive connection
+#: the server has just closed looks like this (llama.cpp's server closes the connection
+#: after every streamed answer, so the next step's request meets the close about one
+#: time in ten).  One: a second such failure in a row is the server, not the pool.
+STALE_CONNECTION_RETRIES = 1
 
 
 def make_client(
@@ -167,7 +175,9 @@ async def stream_sse(
 
     Retryable failures (429, 5xx, failure to connect or a connection closed before any
     response) are retried per ``retry``; each retry first yields a :class:`Retrying`
-    and then sleeps.  Nothing is retried once the response's body has begun.  Every
+    and then sleeps.  A connection closed before any response is first sent again at
+    once, ``STALE_CONNECTION_RETRIES`` times, without a word (a stale pooled
+    connection).  Nothing is retried once the response's body has begun.  Every
     failure that ends the call raises :class:`ModelError`.
     """
     headers = {
@@ -177,6 +187,7 @@ async def stream_sse(
         "content-type": "application/json",
     }
     attempt = 0
+    stale = 0
     while True:
         attempt += 1
         failure: Failure
@@ -186,6 +197,10 @@ async def stream_sse(
                 stream=True,
             )
         except httpx.HTTPError as exc:
+            if closed_before_answer(exc) and stale < STALE_CONNECTION_RETRIES:
+                stale += 1
+                attempt -= 1
+                continue
             failure = request_failure(client, request, exc)
         else:
             try:
