@@ -508,6 +508,70 @@ async def test_bad_inputs_are_refused_with_an_error_object() -> None:
             )
             unknown = run_input("t", "r", resume=[{"interruptId": "x", "status": "resolved"}])
             assert await answer(unknown) == (400, "bad_command", "unknown interrupt 'x'")
+            # A seq no int() should read (thousands of digits): refused, not a dead handler.
+            huge = "approval:c1@" + "9" * 5000
+            status, code, message = await answer(
+                run_input("t", "r", resume=[{"interruptId": huge, "status": "resolved"}])
+            )
+            assert (status, code) == (400, "bad_command")
+            assert message == f"unknown interrupt {huge[:80]!r}… (5012 characters)"
+            # One command's text is bounded as on the WebSocket (max_frame_size).
+            limit = agui.s.server.limits.max_frame_size
+            assert await answer(run_input("t", "r", "x" * (limit + 1))) == (
+                413,
+                "too_large",
+                f"the last user message is {limit + 1} characters, over the limit of {limit} "
+                "(max_frame_size: one command's text, as on the WebSocket)",
+            )
+            assert agui.s.runtime.get_session("t") is None  # nothing was applied
+
+
+async def test_a_run_is_kept_for_rejoining_by_its_conversation_not_its_body() -> None:
+    """A client may post its whole history (20,000 messages, about a megabyte): the run
+    kept for rejoining weighs the session's conversation, without the input it echoed."""
+    history = [{"id": f"m{i}", "role": "user", "content": "x"} for i in range(20_000)]
+    with trio.fail_after(30):
+        async with agui_server(ScriptBuilder().turn(["ok"]).turn(["again"])) as agui:
+            for run_id in ("r1", "r2"):
+                body = {**run_input("t-big", run_id), "messages": history}
+                assert len(json.dumps(body)) > 900_000
+                async with agui.stream("POST", "/agui", json=body) as got:
+                    sent = [found async for found in got]
+                first_id, first = sent[0]
+                assert first["type"] == "RUN_STARTED" and len(first["input"]["messages"])
+            runs = agui.s.server.agui_runs
+            assert len(runs) == 2 and runs.bytes < 16_384
+            # What is kept still serves a rejoin: the second run's stream after its
+            # RUN_STARTED is the rest of its prelude, then the run.
+            headers = {"last-event-id": first_id}
+            async with agui.stream("GET", "/agui/t-big", headers=headers) as rejoined:
+                again = [e async for _, e in rejoined]
+            assert again == [e for _, e in sent[1:]]
+
+
+def test_the_runs_kept_for_rejoining_are_bounded_in_bytes() -> None:
+    """Sans-I/O: past the budget the least recently used thread's oldest run goes first;
+    a single run over the budget is still kept (the newest is what a client rejoins)."""
+    from trio_agent.transports.agui_runs import AGUIRun, AGUIRuns
+
+    def run(thread: str, start: int, size: int) -> AGUIRun:
+        return AGUIRun(thread, f"r{start}", start, (), None, size=size)  # type: ignore[arg-type]
+
+    runs = AGUIRuns(threads=10, per_thread=2, max_bytes=100)
+    for i, thread in enumerate(["a", "b", "a", "c"]):
+        runs.add(run(thread, i * 10, 30))
+    assert (len(runs), runs.bytes) == (3, 90)  # b went: the least recently used thread
+    assert runs.find("b", 10) is None and runs.find("a", 0) is not None
+    runs.add(run("a", 40, 30))  # a's third: its oldest goes (per_thread)
+    assert (len(runs), runs.bytes) == (3, 90)
+    assert runs.find("a", 0) is None
+    assert [runs.find(t, s) is not None for t, s in (("a", 20), ("a", 40), ("c", 30))] == [
+        True,
+        True,
+        True,
+    ]
+    runs.add(run("d", 50, 500))
+    assert (len(runs), runs.bytes) == (1, 500) and runs.find("d", 50) is not None
 
 
 def test_the_mapping_closes_what_it_opened_and_replays_the_same() -> None:

@@ -148,3 +148,25 @@ async def test_model_errors_and_retries_are_counted_by_code() -> None:
         == samples[("trio_agent_events_published_total", ())]
         > 0
     )
+
+
+async def test_a_tool_the_runtime_has_not_is_counted_under_one_label() -> None:
+    """Names a model makes up are not labels: 20 invented tools are one series."""
+    script = ScriptBuilder()
+    for i in range(20):
+        script = script.turn(tool_calls=[{"id": f"c{i}", "name": f"made_up_{i}", "arguments": {}}])
+    script = script.turn(["Done."])
+    with trio.fail_after(20):
+        async with serving(script.model()) as (server, http, port):
+            session = await server.runtime.open_session("s1")
+            async with session.subscribe(after=0) as events:
+                await session.send("go")
+                async for event in events:
+                    if event.type == "done":
+                        break
+            samples = await scrape(http, port)
+    labels = {dict(k[1]).get("tool") for k in samples if k[0].startswith("trio_agent_tool_")}
+    assert labels == {"<unknown>"}
+    unknown = (("status", "error"), ("tool", "<unknown>"))
+    assert samples[("trio_agent_tool_duration_seconds_count", unknown)] == 20
+    assert set(server.runtime.statistics().tool_calls) == {("<unknown>", "error")}

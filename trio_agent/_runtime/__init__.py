@@ -14,7 +14,7 @@
 from .backend import InMemory, SessionHost, SessionLog
 from .calls import ToolCalls, close_open_calls
 from .control import RunControl
-from .counters import TOOL_DURATION_BUCKETS, RuntimeCounters, RuntimeStatistics
+from .counters import TOOL_DURATION_BUCKETS, UNKNOWN_TOOL, RuntimeCounters, RuntimeStatistics
 from .loop import YIELD_EVERY, AgentLoop
 from .publish import CLEANUP_TIMEOUT, publish_shielded
 from .runtime import (
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TOOL_TIMEOUT",
     "SESSION_ID_RE",
     "TOOL_DURATION_BUCKETS",
+    "UNKNOWN_TOOL",
     "YIELD_EVERY",
     "AgentLoop",
     "Applied",

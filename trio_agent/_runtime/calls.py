@@ -33,6 +33,7 @@ from .._core import events as ev
 from .._core.state import OPEN_CALL_STATUSES
 from ..tools.execute import execute_tool
 from .control import PendingApproval, RunControl
+from .counters import UNKNOWN_TOOL
 from .publish import publish_shielded
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ class ToolCalls:
         self, run: int, step: int, call_id: str, name: str, arguments: Mapping[str, Any]
     ) -> None:
         runtime = self.runtime
+        label = name if name in runtime.registry else UNKNOWN_TOOL  # (bounded labels)
         began = trio.current_time()
         try:
             result = await execute_tool(
@@ -172,9 +174,9 @@ class ToolCalls:
                 context=CallContext(self.bus, self.emit, run, step, call_id),
             )
         except trio.Cancelled:
-            runtime.counters.tool_finished(name, "cancelled", trio.current_time() - began)
+            runtime.counters.tool_finished(label, "cancelled", trio.current_time() - began)
             raise
-        runtime.counters.tool_finished(name, result.status, trio.current_time() - began)
+        runtime.counters.tool_finished(label, result.status, trio.current_time() - began)
         await self.emit(
             ev.ToolResult,
             run=run,

@@ -17,13 +17,19 @@ import attrs
 from .._bus import BusStatistics
 from .._core.histogram import Histogram, HistogramSnapshot
 
-__all__ = ["TOOL_DURATION_BUCKETS", "RuntimeCounters", "RuntimeStatistics"]
+__all__ = ["TOOL_DURATION_BUCKETS", "UNKNOWN_TOOL", "RuntimeCounters", "RuntimeStatistics"]
 
 TOOL_DURATION_BUCKETS: Final = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 )  # fmt: skip
 """Seconds, the upper bounds of the tool-duration buckets: from an in-process function
 (a millisecond) to the default ``tool_timeout`` (60 s) and past it."""
+
+UNKNOWN_TOOL: Final = "<unknown>"
+"""The tool a call is counted under when the model named a tool the runtime does not
+have: the names in statistics (and the ``tool`` label of ``/metrics``) are the
+runtime's, never whatever a model makes up — one histogram per invented name would grow
+without end."""
 
 
 @attrs.frozen(slots=True)
@@ -43,7 +49,8 @@ class RuntimeStatistics:
     """Lossless subscribers evicted (stalled) from those sessions."""
     tool_calls: Mapping[tuple[str, str], HistogramSnapshot]
     """``(tool, status)`` → the durations (seconds) of the calls this runtime ran that
-    ended so (``ok``, ``error``, ``timeout``, ``cancelled``)."""
+    ended so (``ok``, ``error``, ``timeout``, ``cancelled``); a call of a tool the
+    runtime has not is counted under :data:`UNKNOWN_TOOL`."""
     model_errors: Mapping[str, int]
     """Model calls that failed, by error code."""
     model_retries: Mapping[str, int]

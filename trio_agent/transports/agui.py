@@ -92,15 +92,34 @@ def _text(content: Any) -> str:
     return "".join(getattr(part, "text", "") for part in content or ())
 
 
-def plan_input(input: RunAgentInput) -> Plan:
-    """Our commands for ``input`` (see the module docstring), or :class:`Refused` (400)."""
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` for an error message: a long one cut, saying how long it was."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def _within(text: str, max_text: int | None, what: str) -> str:
+    if max_text is not None and len(text) > max_text:
+        raise Refused(
+            413,
+            f"{what} is {len(text)} characters, over the limit of {max_text} "
+            "(max_frame_size: one command's text, as on the WebSocket)",
+            code="too_large",
+        )
+    return text
+
+
+def plan_input(input: RunAgentInput, *, max_text: int | None = None) -> Plan:
+    """Our commands for ``input`` (see the module docstring), or :class:`Refused` (400;
+    413 for a message or instruction over ``max_text`` characters)."""
     if input.resume:
         commands: list[Command] = []
         after: int | None = None
         for entry in input.resume:
             parsed = parse_interrupt_id(entry.interrupt_id)
             if parsed is None:
-                raise Refused(400, f"unknown interrupt {entry.interrupt_id!r}", code="bad_command")
+                raise Refused(
+                    400, f"unknown interrupt {_shown(entry.interrupt_id)}", code="bad_command"
+                )
             kind, key, seq = parsed
             after = seq if after is None else min(after, seq)
             payload = entry.payload if isinstance(entry.payload, dict) else {}
@@ -111,7 +130,7 @@ def plan_input(input: RunAgentInput) -> Plan:
                 if not isinstance(approved, bool) or not isinstance(reason, str):
                     raise Refused(
                         400,
-                        f"the answer to {entry.interrupt_id!r}: 'approved' must be a bool "
+                        f"the answer to {_shown(entry.interrupt_id)}: 'approved' must be a bool "
                         "and 'reason' a string",
                         code="bad_command",
                     )
@@ -124,6 +143,8 @@ def plan_input(input: RunAgentInput) -> Plan:
                 instruction = payload.get("instruction")
                 if instruction is not None and not isinstance(instruction, str):
                     raise Refused(400, "'instruction' must be a string", code="bad_command")
+                if instruction is not None:
+                    _within(instruction, max_text, "the instruction")
                 commands.append(Resume(instruction, id=cid))
         return Plan(tuple(commands), after)
     if not input.messages or input.messages[-1].role != "user":
@@ -133,7 +154,7 @@ def plan_input(input: RunAgentInput) -> Plan:
             f"nothing to run: the last message must be the user's, got {last}",
             code="bad_command",
         )
-    text = _text(input.messages[-1].content)
+    text = _within(_text(input.messages[-1].content), max_text, "the last user message")
     if not text:
         raise Refused(400, "the last user message has no text", code="bad_command")
     return Plan((UserInput(text, id=command_id(input.run_id, "input")),))
@@ -213,7 +234,12 @@ class AGUIClient(StreamClient):
             mapper.waiting([c.call_id for c in session.state.pending_approvals])
         prelude = mapper.prelude(self.input, state, join=self.plan is None)
         if self.plan is not None:
-            self.record = AGUIRun(self.thread, run_id, start, tuple(prelude), mapper.copy())
+            # Kept without the input it echoes (a rejoining client has its own): what a
+            # record weighs is its conversation, not the body (AGUI_RUNS_BYTES).
+            kept = (prelude[0].model_copy(update={"input": None}), *prelude[1:])
+            self.record = AGUIRun(
+                self.thread, run_id, start, kept, mapper.copy(), size=len(_encode(start, kept))
+            )
             self.server.agui_runs.add(self.record)
         return await self.send_group(start, prelude)
 
@@ -222,6 +248,7 @@ class AGUIClient(StreamClient):
         up to where the client is, the rest of that event's AG-UI events sent."""
         assert self.rejoin is not None
         record, seq, k = self.rejoin
+        self.record = record  # (where it ends is found by whichever stream sees it)
         mapper = self.mapper = record.mapper.copy()
         if seq == record.start:
             return await self.send_group(seq, list(record.prelude), k or len(record.prelude))
@@ -341,7 +368,7 @@ async def post_run(
             ) from None
         thread = _thread(input.thread_id)
         rest.take_rate(server, http, thread)
-        plan = plan_input(input)
+        plan = plan_input(input, max_text=server.limits.max_frame_size)
     except Refused as refused:
         await rest.refuse(http, refused, cors)
         return

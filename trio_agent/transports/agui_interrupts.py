@@ -13,6 +13,7 @@ the place.  The answers' payloads follow :data:`APPROVAL_SCHEMA` (``approved``,
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 __all__ = [
@@ -43,6 +44,10 @@ RESUME_SCHEMA: Final = {
     },
 }
 
+_SEQ: Final = re.compile(r"[0-9]{1,18}")
+"""A seq in an interrupt id: as in ``Last-Event-ID``, at most 18 digits (a seq fits in
+63 bits; a longer string is no id of ours, and ``int()`` of thousands of digits raises)."""
+
 
 def interrupt_id(kind: str, key: str, seq: int) -> str:
     """``kind:key@seq``: what the interrupt is about (a call id, a run) and the seq its
@@ -54,6 +59,6 @@ def parse_interrupt_id(text: str) -> tuple[str, str, int] | None:
     """``(kind, key, seq)`` of an id made by :func:`interrupt_id`, or None."""
     kind, _, rest = text.partition(":")
     key, _, seq = rest.rpartition("@")
-    if kind not in (APPROVAL, PAUSED) or not key or not seq.isascii() or not seq.isdigit():
+    if kind not in (APPROVAL, PAUSED) or not key or _SEQ.fullmatch(seq) is None:
         return None
     return kind, key, int(seq)
