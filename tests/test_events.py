@@ -181,6 +181,34 @@ def test_round_trip_huge_texts(kind: str) -> None:
         assert getattr(back, name) == HUGE
 
 
+@pytest.mark.parametrize("kind", sorted(FIELDS))
+def test_each_type_is_built_as_attrs_would_build_it(kind: str) -> None:
+    """The generated ``__init__`` (``compile_init``) keeps attrs' contract: keyword-only,
+    the declared defaults, required fields required, the check run, the result frozen,
+    ``attrs.evolve`` through it."""
+    cls = EVENT_TYPES[kind]
+    fields = attrs.fields(cls)
+    required = [f.name for f in fields if f.default is attrs.NOTHING]
+    given = {n: v for n, v in MINIMAL.get(kind, {}).items()} | {
+        n: "x" for n in required if n not in MINIMAL.get(kind, {})
+    }
+    event = cls(**given)
+    for f in fields:
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[arg-type]
+        assert getattr(event, f.name) == given.get(f.name, default)
+    with pytest.raises(TypeError):
+        cls("s", **given)
+    for name in required:
+        with pytest.raises(TypeError, match=name):
+            cls(**{k: v for k, v in given.items() if k != name})
+    with pytest.raises(ProtocolError, match="field 'run'"):
+        cls(**given, run="1")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        event.seq = 3  # type: ignore[misc]
+    later = attrs.evolve(event, seq=7, ts=2.5)
+    assert (later.seq, later.ts, type(later)) == (7, 2.5, cls)
+
+
 def test_round_trip_keeps_exact_text() -> None:
     text = 'a\u0301 👩🏽‍🚀 \u2028 \\u0041 "quoted"'
     back = from_wire(ev.TokenStream(text=text).to_wire())

@@ -31,6 +31,7 @@ __all__ = [
     "Check",
     "Event",
     "compile_check",
+    "compile_init",
     "describe",
     "event_type",
     "json_type",
@@ -206,6 +207,43 @@ def compile_check(
     return env["fast_check"], env["post_init"]  # type: ignore[return-value]
 
 
+def compile_init(cls: type[Event]) -> Callable[..., None] | None:
+    """The same ``__init__`` as attrs generates for ``cls`` (keyword-only, the same
+    defaults, then ``__attrs_post_init__``), but setting each slot through its own
+    descriptor: a frozen class's generated ``__init__`` goes through
+    ``object.__setattr__`` once per field, and that is half of what building an event
+    costs on the token hot path.  None for a class this does not cover (a field with a
+    factory, a converter, a validator, or not in ``__init__``): attrs' own stays."""
+    fields = attrs.fields(cls)
+    if any(
+        f.converter is not None
+        or f.validator is not None
+        or not f.init
+        or not f.kw_only
+        or isinstance(f.default, attrs.Factory)  # type: ignore[arg-type]
+        for f in fields
+    ):
+        return None
+    env: dict[str, object] = {"_post": cls.__attrs_post_init__}
+    params, body = [], []
+    for i, f in enumerate(fields):
+        slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)
+        env[f"_s{i}"] = slot.__set__
+        if f.default is attrs.NOTHING:
+            params.append(f.name)
+        else:
+            env[f"_d{i}"] = f.default
+            params.append(f"{f.name}=_d{i}")
+        body.append(f"    _s{i}(self, {f.name})")
+    head = f"def __init__(self, *, {', '.join(params)}):"
+    source = "\n".join([head, *body, "    _post(self)", ""])
+    exec(compile(source, f"<trio_agent.events {cls.__name__}.__init__>", "exec"), env)
+    init: Callable[..., None] = env["__init__"]  # type: ignore[assignment]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    return init
+
+
 def event_type(
     type_name: str, **checks: tuple[tuple[type, ...], bool, frozenset[str] | None]
 ) -> Any:
@@ -219,6 +257,9 @@ def event_type(
         cls._fast_check = fast_check  # type: ignore[method-assign,assignment]
         if cls.__attrs_post_init__ is Event.__attrs_post_init__:
             cls.__attrs_post_init__ = post_init  # type: ignore[method-assign,assignment]
+        init = compile_init(cls)
+        if init is not None:
+            cls.__init__ = init  # type: ignore[method-assign]
         EVENT_TYPES[type_name] = cls
         return cls
 

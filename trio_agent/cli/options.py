@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from ..tools import Approval, McpServer, Tool
 from ..tools.mcp import INSTALL_HINT as MCP_INSTALL_HINT
 
 if TYPE_CHECKING:
+    from .._runtime import Runtime
     from ..models import Model
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "add_agent_arguments",
     "add_model_arguments",
     "approval_of",
+    "enter_runtime",
     "mcp_of",
     "model_of",
     "tracer_provider_of",
@@ -169,3 +172,21 @@ async def tracer_provider_of(args: argparse.Namespace) -> AsyncIterator[Any]:
         yield provider
     finally:
         await shutdown(provider)
+
+
+async def enter_runtime(stack: AsyncExitStack, command: str, **options: Any) -> Runtime | int:
+    """``open_runtime(**options)`` entered on ``stack``; or, when it cannot be opened, the
+    exit status, having said why on stderr: 1 for an MCP server that cannot be started
+    (``McpServerError``), 2 for an ``--approve`` naming a tool no server has
+    (``ValueError``)."""
+    from .._runtime import open_runtime
+    from ..errors import McpServerError
+
+    try:
+        return await stack.enter_async_context(open_runtime(**options))
+    except McpServerError as exc:
+        print(f"trio-agent {command}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # --approve naming a tool no server has
+        print(f"trio-agent {command}: {exc}", file=sys.stderr)
+        return 2

@@ -23,8 +23,14 @@ import trio
 
 from .. import events as ev
 from .._runtime import Session
-from ..errors import McpServerError
-from .options import UsageError, approval_of, mcp_of, model_of, tracer_provider_of
+from .options import (
+    UsageError,
+    approval_of,
+    enter_runtime,
+    mcp_of,
+    model_of,
+    tracer_provider_of,
+)
 
 __all__ = ["NOBODY_TO_ASK", "add_run_arguments", "run_command"]
 
@@ -80,7 +86,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """``trio-agent run``: one run to its end.  Returns the exit status: 0 completed, 1
     it ended otherwise, 2 bad usage, 130 interrupted."""
-    from .._runtime import open_runtime
     from ..tools import DEMO_TOOLS
 
     by_name = {t.name: t for t in DEMO_TOOLS}
@@ -108,22 +113,17 @@ def run_command(args: argparse.Namespace) -> int:
         asking = trio.Lock()
         async with AsyncExitStack() as stack:
             tracer_provider = await stack.enter_async_context(tracer_provider_of(args))  # --otel
-            try:
-                runtime = await stack.enter_async_context(
-                    open_runtime(
-                        model=model,
-                        tools=offered,
-                        approval=approval,
-                        mcp=servers,
-                        tracer_provider=tracer_provider,
-                    )
-                )
-            except McpServerError as exc:
-                print(f"trio-agent run: {exc}", file=sys.stderr)
-                return 1
-            except ValueError as exc:  # --approve naming a tool no server has
-                print(f"trio-agent run: {exc}", file=sys.stderr)
-                return 2
+            runtime = await enter_runtime(
+                stack,
+                "run",
+                model=model,
+                tools=offered,
+                approval=approval,
+                mcp=servers,
+                tracer_provider=tracer_provider,
+            )
+            if isinstance(runtime, int):
+                return runtime  # (what went wrong is said)
             questions = await stack.enter_async_context(trio.open_nursery())
             session = await runtime.open_session("cli")
             async with session.subscribe(after=0) as events:

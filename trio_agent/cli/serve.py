@@ -32,10 +32,17 @@ import attrs
 import trio
 
 from .._runtime import Runtime, Session
-from ..errors import McpServerError, SessionStateError
+from ..errors import SessionStateError
 from ..redis.defaults import DEFAULT_LEASE_TTL, DEFAULT_PREFIX
 from ..transports import DEFAULT_PORT, AgentServer, ServerLimits, is_loopback
-from .options import UsageError, approval_of, mcp_of, model_of, tracer_provider_of
+from .options import (
+    UsageError,
+    approval_of,
+    enter_runtime,
+    mcp_of,
+    model_of,
+    tracer_provider_of,
+)
 
 if TYPE_CHECKING:
     from ..redis import RedisLog
@@ -254,35 +261,27 @@ def serve_command(args: argparse.Namespace) -> int:
     limits = limits_from_args(args)
 
     async def main() -> int:
-        from .._runtime import open_runtime
-
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with AsyncExitStack() as stack:
                 tracer_provider = await stack.enter_async_context(
                     tracer_provider_of(args)  # --otel
                 )
                 log = await stack.enter_async_context(open_log_from_args(args))  # --redis
-                try:
-                    runtime = await stack.enter_async_context(
-                        # The runtime's own cap is --max-sessions too: its default
-                        # (10,000) would refuse sessions that a larger --max-sessions
-                        # allows.
-                        open_runtime(
-                            model=model,
-                            tools=DEMO_TOOLS,
-                            log=log,
-                            max_sessions=limits.max_sessions,
-                            approval=approval,
-                            mcp=servers,
-                            tracer_provider=tracer_provider,
-                        )
-                    )
-                except McpServerError as exc:
-                    print(f"trio-agent serve: {exc}", file=sys.stderr)
-                    return 1
-                except ValueError as exc:  # --approve naming a tool no server has
-                    print(f"trio-agent serve: {exc}", file=sys.stderr)
-                    return 2
+                runtime = await enter_runtime(
+                    stack,
+                    "serve",
+                    model=model,
+                    tools=DEMO_TOOLS,
+                    log=log,
+                    # The runtime's own cap is --max-sessions too: its default (10,000)
+                    # would refuse sessions that a larger --max-sessions allows.
+                    max_sessions=limits.max_sessions,
+                    approval=approval,
+                    mcp=servers,
+                    tracer_provider=tracer_provider,
+                )
+                if isinstance(runtime, int):
+                    return runtime  # (what went wrong is said)
                 nursery = await stack.enter_async_context(trio.open_nursery())
                 server = AgentServer(
                     runtime, token=token, allow_origins=args.allow_origins, limits=limits
