@@ -523,6 +523,21 @@ async def test_bad_inputs_are_refused_with_an_error_object() -> None:
                 f"the last user message is {limit + 1} characters, over the limit of {limit} "
                 "(max_frame_size: one command's text, as on the WebSocket)",
             )
+            too_long = run_input(
+                "t",
+                "r",
+                resume=[
+                    {
+                        "interruptId": "approval:c1@3",
+                        "status": "resolved",
+                        "payload": {"approved": False, "reason": "x" * (limit + 1)},
+                    }
+                ],
+            )
+            status, code, message = await answer(too_long)
+            assert (status, code) == (413, "too_large") and message.startswith(
+                f"the reason is {limit + 1} characters"
+            )
             assert agui.s.runtime.get_session("t") is None  # nothing was applied
 
 

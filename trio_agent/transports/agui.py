@@ -110,7 +110,7 @@ def _within(text: str, max_text: int | None, what: str) -> str:
 
 def plan_input(input: RunAgentInput, *, max_text: int | None = None) -> Plan:
     """Our commands for ``input`` (see the module docstring), or :class:`Refused` (400;
-    413 for a message or instruction over ``max_text`` characters)."""
+    413 for a message, an instruction or a reason over ``max_text`` characters)."""
     if input.resume:
         commands: list[Command] = []
         after: int | None = None
@@ -134,6 +134,7 @@ def plan_input(input: RunAgentInput, *, max_text: int | None = None) -> Plan:
                         "and 'reason' a string",
                         code="bad_command",
                     )
+                _within(reason, max_text, "the reason")
                 if entry.status == "cancelled":
                     approved, reason = False, reason or "cancelled"
                 commands.append(Approve(key, approved, reason, id=cid))
