@@ -51,6 +51,17 @@ async def serving(model: Any) -> AsyncIterator[tuple[AgentServer, httpx.AsyncCli
         nursery.cancel_scope.cancel()
 
 
+async def run_once(runtime: trio_agent.Runtime) -> trio_agent.Session:
+    """Session ``s1`` after one run (``go``) to its ``done``."""
+    session = await runtime.open_session("s1")
+    async with session.subscribe(after=0) as events:
+        await session.send("go")
+        async for event in events:
+            if event.type == "done":
+                break
+    return session
+
+
 async def scrape(http: httpx.AsyncClient, port: int) -> Samples:
     response = await http.get(
         f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {TOKEN}"}
@@ -130,12 +141,7 @@ async def test_model_errors_and_retries_are_counted_by_code() -> None:
 
     with trio.fail_after(20):
         async with serving(Flaky()) as (server, http, port):
-            session = await server.runtime.open_session("s1")
-            async with session.subscribe(after=0) as events:
-                await session.send("go")
-                async for event in events:
-                    if event.type == "done":
-                        break
+            session = await run_once(server.runtime)
             samples = await scrape(http, port)
             await session.aclose()
             closed = await scrape(http, port)
@@ -158,12 +164,7 @@ async def test_a_tool_the_runtime_has_not_is_counted_under_one_label() -> None:
     script = script.turn(["Done."])
     with trio.fail_after(20):
         async with serving(script.model()) as (server, http, port):
-            session = await server.runtime.open_session("s1")
-            async with session.subscribe(after=0) as events:
-                await session.send("go")
-                async for event in events:
-                    if event.type == "done":
-                        break
+            await run_once(server.runtime)
             samples = await scrape(http, port)
     labels = {dict(k[1]).get("tool") for k in samples if k[0].startswith("trio_agent_tool_")}
     assert labels == {"<unknown>"}
