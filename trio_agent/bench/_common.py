@@ -79,6 +79,17 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def latency_percentiles(values: Sequence[float]) -> dict[str, float]:
+    """A latency figure's pooled ``percentiles``: p50, p90, p99 and the max of ``values``."""
+    ordered = sorted(values)
+    return {
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1],
+    }
+
+
 @dataclass(frozen=True)
 class Stat:
     """Samples of one measurement (one per run); ``value`` is the headline figure."""

@@ -47,6 +47,7 @@ from ._common import (
     Stat,
     Target,
     child_command,
+    latency_percentiles,
     percentile,
     runs_for,
 )
@@ -283,16 +284,6 @@ def _idle_child(variant: str, n: int, trace: bool) -> float:
 # ---- the figures ------------------------------------------------------------------------
 
 
-def _percentiles(values: array[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "p50": percentile(ordered, 50),
-        "p90": percentile(ordered, 90),
-        "p99": percentile(ordered, 99),
-        "max": ordered[-1],
-    }
-
-
 def _round_robin(
     variants: dict[str, Callable[[], Result]], runs: int
 ) -> dict[str, tuple[list[float], list[float], array[float]]]:
@@ -384,7 +375,7 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
             higher_is_better=False,
             ours=p99_stat(full["ours"][1]),
             baselines={label: p99_stat(full[label][1]) for label in (NAIVE_TRIO, ASYNCIO)},
-            percentiles=_percentiles(full["ours"][2]),
+            percentiles=latency_percentiles(full["ours"][2]),
             notes=(
                 "receipt time (time.time() when receive_batch returned) minus the event's "
                 "ts, every token; at saturation this is mostly the time a token waits for "
@@ -403,7 +394,7 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
             higher_is_better=False,
             ours=p99_stat(paced["ours"][1]),
             baselines={NAIVE_TRIO: p99_stat(paced[NAIVE_TRIO][1])},
-            percentiles=_percentiles(paced["ours"][2]),
+            percentiles=latency_percentiles(paced["ours"][2]),
             notes=(
                 f"{paced_tokens} tokens per session, the scripted model sleeping "
                 f"{delay * 1000:g} ms between tokens ({n * PACED_RATE:,.0f} tokens/s offered "

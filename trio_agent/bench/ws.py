@@ -38,6 +38,7 @@ from ._common import (
     Stat,
     Target,
     child_command,
+    latency_percentiles,
     percentile,
     runs_for,
 )
@@ -256,12 +257,7 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
         baselines={BASELINE: Stat(tuple(base_p99))},
         higher_is_better=False,
         targets=(Target("p99 ≤ 2 ms", at_most=2.0),),
-        percentiles={
-            "p50": percentile(pooled, 50),
-            "p90": percentile(pooled, 90),
-            "p99": percentile(pooled, 99),
-            "max": max(pooled),
-        },
+        percentiles=latency_percentiles(pooled),
         notes=(
             f"{m} tokens per run; the event's ts (bus clock, time.time) to its arrival in "
             "the client process; pooled percentiles over all runs"

@@ -145,5 +145,6 @@ def _by_code(name: str, documentation: str, counts: Mapping[str, int]) -> Counte
 
 
 def _add(family: HistogramMetricFamily, labels: list[str], snapshot: HistogramSnapshot) -> None:
+    # (one pair per bucket: a histogram's buckets are fixed when it is made)
     buckets = [("+Inf" if b == float("inf") else repr(b), n) for b, n in snapshot.cumulative()]
     family.add_metric(labels, buckets, snapshot.sum)
