@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -68,21 +69,30 @@ expect = sync_api.expect
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``trio-agent serve`` on a free port; its base URL.  Stopped with SIGTERM, which
     must end it cleanly and promptly."""
-    script = tmp_path_factory.mktemp("browser") / "script.json"
-    script.write_text(json.dumps(SCRIPT))
+    with serving_cli(tmp_path_factory, "browser", SCRIPT, capture_stderr=True) as url:
+        yield url
+
+
+SERVE: Final = (sys.executable, "-m", "trio_agent.cli", "serve", "--port", "0")
+
+
+@contextmanager
+def serving_cli(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    script: dict[str, Any],
+    *flags: str,
+    capture_stderr: bool = False,
+) -> Iterator[str]:
+    """``trio-agent serve --port 0 --model scripted:<script> FLAGS…`` in a child
+    process; its base URL.  Stopped with SIGTERM, which must end it cleanly (status 0)
+    within 15 s."""
+    path = tmp_path_factory.mktemp(name) / "script.json"
+    path.write_text(json.dumps(script))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_agent.cli",
-            "serve",
-            "--port",
-            "0",
-            "--model",
-            f"scripted:{script}",
-        ],
+        [*SERVE, "--model", f"scripted:{path}", *flags],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_stderr else None,
         text=True,
         cwd=ROOT,
     )
@@ -341,33 +351,8 @@ APPROVAL_SCRIPT = {
 @pytest.fixture(scope="module")
 def approval_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``trio-agent serve --approve sleep``: every nap waits for the page's decision."""
-    script = tmp_path_factory.mktemp("approval") / "script.json"
-    script.write_text(json.dumps(APPROVAL_SCRIPT))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_agent.cli",
-            "serve",
-            "--port",
-            "0",
-            "--model",
-            f"scripted:{script}",
-            "--approve",
-            "sleep",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
-        assert match
-        yield f"http://127.0.0.1:{match.group(1)}/"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+    with serving_cli(tmp_path_factory, "approval", APPROVAL_SCRIPT, "--approve", "sleep") as url:
+        yield url
 
 
 def test_approve_one_call_and_deny_another_across_a_reload_and_a_blip(
@@ -421,33 +406,9 @@ MCP_SCRIPT = {
 @pytest.fixture(scope="module")
 def mcp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``trio-agent serve --mcp 'python tests/mcp_server.py'``: an MCP server's tools."""
-    script = tmp_path_factory.mktemp("mcp") / "script.json"
-    script.write_text(json.dumps(MCP_SCRIPT))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_agent.cli",
-            "serve",
-            "--port",
-            "0",
-            "--model",
-            f"scripted:{script}",
-            "--mcp",
-            f"{sys.executable} tests/mcp_server.py",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
-        assert match
-        yield f"http://127.0.0.1:{match.group(1)}/"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+    mcp = f"{sys.executable} tests/mcp_server.py"
+    with serving_cli(tmp_path_factory, "mcp", MCP_SCRIPT, "--mcp", mcp) as url:
+        yield url
 
 
 def test_an_mcp_calls_progress_is_a_bar_on_its_card_across_a_reload(
