@@ -14,7 +14,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from trio.testing import MockClock, wait_all_tasks_blocked
@@ -23,6 +23,7 @@ from trio_agent import events as ev
 from trio_agent import initial_state
 from trio_agent._bus import (
     MAX_CAPACITY,
+    TRIM_SLACK,
     BusStatistics,
     EventBus,
     EventLog,
@@ -526,7 +527,7 @@ class BusMachine(RuleBasedStateMachine):
         assert listed <= {s.sub.id for s in self.subs if not s.closed}
         for s in self.subs:
             stats = s.sub.statistics()
-            assert stats.buffered <= s.capacity and stats.peak <= s.capacity
+            assert stats.buffered <= stats.peak <= s.capacity
             assert stats.delivered == len(s.received)
             assert stats.replaying is not s.live
             if s.closed or not s.live:
@@ -657,6 +658,38 @@ async def test_log_byte_bound() -> None:
         huge = await bus.publish(token("z" * 10_000))
         assert list(bus.log) == [huge]  # the newest event is always kept
         assert bus.log.bytes == event_size(huge)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 200),
+    st.integers(1, 20_000),
+    st.lists(st.integers(0, 3_000), min_size=1, max_size=600),
+)
+def test_log_keeps_the_newest_suffix_within_both_bounds(
+    max_events: int, max_bytes: int, lengths: list[int]
+) -> None:
+    """After every append the log holds the newest events, gapless, their sizes
+    counted exactly; within the count bound (plus its batch slack) and the byte bound
+    (or just the newest event); and a trim leaves no more than the bounds allow."""
+    log = EventLog(max_events=max_events, max_bytes=max_bytes)
+    slack = max_events // TRIM_SLACK
+    sizes: dict[int, int] = {}  # seq -> its size, for every event appended
+    for seq, n in enumerate(lengths, start=1):
+        held_before = len(log)
+        event = ev.TokenStream(session="s", seq=seq, text="x" * n)
+        sizes[seq] = event_size(event)
+        log.append(event)
+        events = list(log)
+        assert [e.seq for e in events] == list(range(log.first_seq, seq + 1))
+        assert log.last_seq == seq and len(log) == len(events) >= 1
+        assert log.bytes == sum(sizes[e.seq] for e in events)
+        assert log.bytes <= max_bytes or len(log) == 1
+        assert len(log) <= max_events + slack
+        if len(log) <= held_before:  # it trimmed: down to the bounds, not past them
+            oldest_gone = log.first_seq - 1
+            assert len(log) <= max_events
+            assert len(log) == max_events or log.bytes + sizes[oldest_gone] > max_bytes
 
 
 def test_log_validation() -> None:

@@ -209,6 +209,34 @@ def test_each_type_is_built_as_attrs_would_build_it(kind: str) -> None:
     assert (later.seq, later.ts, type(later)) == (7, 2.5, cls)
 
 
+@pytest.mark.parametrize("kind", sorted(FIELDS))
+def test_each_type_is_built_the_same_by_position_stamped_and_as_a_dict(kind: str) -> None:
+    """``cls.new`` (every field by position: how the bus builds what it stamps) makes
+    the event the keyword constructor makes and refuses what it refuses; ``stamped``
+    makes what ``attrs.evolve`` makes; the generated ``to_dict`` is the wire form in
+    field order, ``type`` first."""
+    cls = EVENT_TYPES[kind]
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+    given = {n: v for n, v in MINIMAL.get(kind, {}).items()} | {
+        n: "x" for n in required if n not in MINIMAL.get(kind, {})
+    }
+    event = cls(**given, session="s", run=2, step=3, seq=4, ts=5.0)
+    values = [getattr(event, n) for n in cls.field_names]
+    built = cls.new(*values)
+    assert built == event and type(built) is cls
+    named = list(zip(cls.field_names, values, strict=True))
+    with pytest.raises(ProtocolError, match="field 'run'"):
+        cls.new(*[("1" if n == "run" else v) for n, v in named])
+    with pytest.raises(ProtocolError, match="field 'ts'"):
+        cls.new(*[(math.inf if n == "ts" else v) for n, v in named])
+    with pytest.raises(TypeError):
+        cls.new(*values[:-1])
+    assert event.stamped("t", 9, 1.5) == attrs.evolve(event, session="t", seq=9, ts=1.5)
+    wire = event.to_dict()
+    assert list(wire) == ["type", *cls.field_names]
+    assert wire == {"type": kind} | {n: getattr(event, n) for n in cls.field_names}
+
+
 def test_round_trip_keeps_exact_text() -> None:
     text = 'a\u0301 👩🏽‍🚀 \u2028 \\u0041 "quoted"'
     back = from_wire(ev.TokenStream(text=text).to_wire())

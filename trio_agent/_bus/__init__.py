@@ -7,7 +7,7 @@
 """
 
 from .bus import FOLD_EVERY, BusStatistics, EventBus
-from .log import DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_EVENTS, EventLog, event_size
+from .log import DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_EVENTS, TRIM_SLACK, EventLog, event_size
 from .subscription import (
     DEFAULT_CAPACITY,
     DEFAULT_STALL_TIMEOUT,
@@ -27,6 +27,7 @@ __all__ = [
     "FOLD_EVERY",
     "MAX_CAPACITY",
     "POLICIES",
+    "TRIM_SLACK",
     "BusStatistics",
     "EventBus",
     "EventLog",

@@ -60,6 +60,7 @@ FOLD_EVERY: Final = 256
 burst in one state copy, few enough that the pending list stays small."""
 
 _TokenStream: Final = ev.TokenStream
+_new_token: Final = ev.TokenStream.new
 
 
 @attrs.frozen(slots=True)
@@ -97,6 +98,11 @@ class EventBus:
         self._clock = clock
         self._live: list[Inbox] = []  # every subscriber not replaying
         self._blocking: list[Inbox] = []  # the live ones with policy "block"
+        # Whether one of those may be full.  Only the fan-out fills an inbox (a new one
+        # starts empty, a replaying one goes live empty), so it is set there when an
+        # append fills a lossless inbox, and cleared by a room check that finds none
+        # full: while it is False, every lossless subscriber has room, unchecked.
+        self._maybe_full = False
         self._subscribers: dict[Inbox, Subscription] = {}
         self._ids = itertools.count(1)
         self._closed = False
@@ -128,10 +134,15 @@ class EventBus:
     # ---- publishing ---------------------------------------------------------------
 
     def _room_for(self, kind: str) -> Inbox | None:
-        """A lossless live inbox that ``kind`` is for and that is full, or None."""
+        """A lossless live inbox that ``kind`` is for and that is full, or None (and
+        none full at all: ``_maybe_full`` is cleared)."""
+        full = False
         for inbox in self._blocking:
-            if len(inbox.buffer) >= inbox.capacity and (inbox.types is None or kind in inbox.types):
-                return inbox
+            if len(inbox.buffer) >= inbox.capacity:
+                if inbox.types is None or kind in inbox.types:
+                    return inbox
+                full = True
+        self._maybe_full = full
         return None
 
     def _commit(self, event: ev.Event) -> None:
@@ -139,7 +150,7 @@ class EventBus:
         ``trio.WouldBlock`` (nothing published) if a lossless subscriber it is for is
         full, else reduce, log and fan out."""
         kind = event.type
-        if self._blocking and self._room_for(kind) is not None:
+        if self._maybe_full and self._room_for(kind) is not None:
             raise trio.WouldBlock  # every lossless subscriber has room, or nothing
         if type(event) is _TokenStream and (self._tokens or token_legal(self._state)):
             # Legal: a token changes neither status nor step (see ``state``).
@@ -155,15 +166,14 @@ class EventBus:
             if inbox.types is not None and kind not in inbox.types:
                 continue
             buf = inbox.buffer
-            n = len(buf)
-            if n >= inbox.capacity:  # only drop_oldest gets here
+            if len(buf) >= inbox.capacity:  # only drop_oldest gets here
                 buf.popleft()
+                inbox.peak = inbox.capacity
                 inbox.dropped += 1
                 self._dropped += 1
-                n -= 1
             buf.append(event)
-            if n >= inbox.peak:
-                inbox.peak = n + 1
+            if len(buf) == inbox.capacity and inbox.policy == "block":
+                self._maybe_full = True
             if inbox.receive_tasks:
                 inbox.wake_receivers()
 
@@ -190,13 +200,8 @@ class EventBus:
         path: one model token, one call."""
         if self._closed:
             self._check_open()
-        event = _TokenStream(
-            session=self.session,
-            run=run,
-            step=step,
-            seq=self.log.last_seq + 1,
-            ts=self._clock(),
-            text=text,
+        event: ev.TokenStream = _new_token(
+            self.session, run, step, self.log.last_seq + 1, self._clock(), text
         )
         self._commit(event)
         return event

@@ -123,9 +123,15 @@ class EventLog:
     def _trim(self) -> None:
         events, sizes = self._events, self._sizes
         head = self._head
-        while self.last_seq - self._first_seq >= self.max_events or (
-            self.bytes > self.max_bytes and self.last_seq > self._first_seq
-        ):
+        # The count bound first, in one slice (the common case: a long run of tokens).
+        over = self.last_seq - self._first_seq + 1 - self.max_events
+        if over > 0:
+            self.bytes -= sum(sizes[head : head + over])
+            events[head : head + over] = [None] * over
+            head += over
+            self._first_seq += over
+        # Then the byte bound, oldest first, keeping at least the newest event.
+        while self.bytes > self.max_bytes and self.last_seq > self._first_seq:
             self.bytes -= sizes[head]
             events[head] = None
             head += 1

@@ -81,7 +81,9 @@ class Inbox:
     The bus appends to ``buffer`` (at most ``capacity``; a ``drop_oldest`` inbox drops
     its oldest first and counts it) and wakes ``receive_tasks``; the subscription takes
     from ``buffer`` and wakes ``room`` (publishers waiting for it).  ``types`` is the
-    filter (None: every event).
+    filter (None: every event).  ``peak`` is the most it held: noted where it shrinks
+    (a buffer is at its longest just before a receive takes from it), so the publish
+    path does not track it.
     """
 
     __slots__ = (
@@ -283,8 +285,11 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
                 self.last_seq = event.seq
                 return event
         inbox = self.inbox
-        if inbox.buffer:
-            event = inbox.buffer.popleft()
+        buf = inbox.buffer
+        if buf:
+            if len(buf) > inbox.peak:
+                inbox.peak = len(buf)
+            event = buf.popleft()
             self.delivered += 1
             self.last_seq = event.seq
             if inbox.room:
@@ -309,6 +314,8 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
         inbox = self.inbox
         buf = inbox.buffer
         if self._cursor is None and not self._closed and 0 < len(buf) <= limit:
+            if len(buf) > inbox.peak:
+                inbox.peak = len(buf)
             batch = list(buf)
             buf.clear()
             self.delivered += len(batch)
@@ -375,7 +382,7 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             policy=inbox.policy,
             capacity=inbox.capacity,
             buffered=len(inbox.buffer),
-            peak=inbox.peak,
+            peak=max(inbox.peak, len(inbox.buffer)),
             delivered=self.delivered,
             dropped=inbox.dropped,
             replaying=self._cursor is not None,

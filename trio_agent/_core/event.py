@@ -19,7 +19,7 @@ import attrs
 import orjson
 
 from ..errors import ProtocolError
-from .frozen import JSON, freeze
+from .frozen import JSON, FrozenDict, FrozenList, freeze
 
 __all__ = [
     "ANY_JSON",
@@ -32,6 +32,7 @@ __all__ = [
     "Event",
     "compile_check",
     "compile_init",
+    "compile_to_dict",
     "describe",
     "event_type",
     "json_type",
@@ -80,6 +81,10 @@ class Event:
     type: ClassVar[str] = ""
     field_checks: ClassVar[tuple[Check, ...]] = ()
     field_names: ClassVar[tuple[str, ...]] = ()
+    new: ClassVar[Callable[..., Any]]
+    """``cls.new(session, run, step, seq, ts, *fields)``: the event built from every
+    field by position, in :attr:`field_names` order, with the same checks as the
+    keyword constructor (see :func:`compile_init`): how the bus builds what it stamps."""
 
     session: str = ""
     run: int = 0
@@ -168,6 +173,37 @@ BASE_CHECKS: Final[tuple[Check, ...]] = (
 EVENT_TYPES: dict[str, type[Event]] = {}
 
 
+_FROZEN: Final[dict[type, type]] = {dict: FrozenDict, list: FrozenList}
+
+
+def _condition(checks: tuple[Check, ...], read: str, env: dict[str, object]) -> str:
+    """The boolean expression that says whether values pass ``checks`` (and ``ts`` is
+    finite), over exact types; ``read`` is how a field's value is read (``"self.{}"``
+    for an event's slot, ``"{}"`` for an argument), and the types and choices it names
+    go into ``env``."""
+    terms = []
+    for i, (name, types, optional, choices) in enumerate(checks):
+        if not types:
+            continue
+        value = read.format(name)
+        alternatives = []
+        # (a frozen copy passes as what it was: an evolved event holds one)
+        kinds = types + tuple(_FROZEN[t] for t in types if t in _FROZEN)
+        for j, kind in enumerate(kinds):
+            env[f"_t{i}_{j}"] = kind
+            alternatives.append(f"type({value}) is _t{i}_{j}")
+        term = " or ".join(alternatives)
+        if optional:
+            term = f"{value} is None or {term}"
+        if choices is not None:
+            env[f"_c{i}"] = choices
+            term = f"({term}) and {value} in _c{i}"
+        terms.append(f"({term})")
+    ts = read.format("ts")
+    terms.append(f"{ts} - {ts} == 0")  # false for NaN and infinities
+    return " and ".join(terms)
+
+
 def compile_check(
     checks: tuple[Check, ...],
 ) -> tuple[Callable[[Event], bool], Callable[[Event], None]]:
@@ -182,23 +218,7 @@ def compile_check(
     is judged there.
     """
     env: dict[str, object] = {}
-    terms = []
-    for i, (name, types, optional, choices) in enumerate(checks):
-        if not types:
-            continue
-        alternatives = []
-        for j, kind in enumerate(types):
-            env[f"_t{i}_{j}"] = kind
-            alternatives.append(f"type(self.{name}) is _t{i}_{j}")
-        term = " or ".join(alternatives)
-        if optional:
-            term = f"self.{name} is None or {term}"
-        if choices is not None:
-            env[f"_c{i}"] = choices
-            term = f"({term}) and self.{name} in _c{i}"
-        terms.append(f"({term})")
-    terms.append("self.ts - self.ts == 0")  # false for NaN and infinities
-    condition = " and ".join(terms)
+    condition = _condition(checks, "self.{}", env)
     source = (
         f"def fast_check(self):\n    return {condition}\n"
         f"def post_init(self):\n    if not ({condition}):\n        self._check()\n"
@@ -207,41 +227,117 @@ def compile_check(
     return env["fast_check"], env["post_init"]  # type: ignore[return-value]
 
 
-def compile_init(cls: type[Event]) -> Callable[..., None] | None:
+def compile_init(
+    cls: type[Event],
+) -> tuple[Callable[..., None], Callable[..., Any], Callable[..., Any]] | None:
     """The same ``__init__`` as attrs generates for ``cls`` (keyword-only, the same
-    defaults, then ``__attrs_post_init__``), but setting each slot through its own
-    descriptor: a frozen class's generated ``__init__`` goes through
-    ``object.__setattr__`` once per field, and that is half of what building an event
-    costs on the token hot path.  None for a class this does not cover (a field with a
-    factory, a converter, a validator, or not in ``__init__``): attrs' own stays."""
+    defaults, then the checks); ``new``: the same construction with every field given
+    by position, in :attr:`Event.field_names` order — no keyword parsing, for the bus,
+    which builds the events it stamps on the token hot path; and ``stamped`` through
+    ``new`` (no ``attrs.evolve``: it reads every field by name, then parses keywords).
+
+    Both set each slot through its own descriptor: a frozen class's generated
+    ``__init__`` goes through ``object.__setattr__`` once per field, and that is half of
+    what building an event costs.  A class with no ``__attrs_post_init__`` of its own
+    checks the arguments in the same function (the expression of
+    :func:`compile_check`, over the arguments instead of the slots); one with its own
+    calls it.  None for a class this does not cover (a field with a converter, a
+    validator, a factory that takes ``self``, or not in ``__init__``):
+    attrs' own ``__init__`` stays, and ``new`` builds through it."""
     fields = attrs.fields(cls)
     if any(
         f.converter is not None
         or f.validator is not None
         or not f.init
         or not f.kw_only
-        or isinstance(f.default, attrs.Factory)  # type: ignore[arg-type]
+        or (isinstance(f.default, attrs.Factory) and f.default.takes_self)  # type: ignore[arg-type]
         for f in fields
     ):
         return None
-    env: dict[str, object] = {"_post": cls.__attrs_post_init__}
-    params, body = [], []
+    env: dict[str, object] = {
+        "_post": cls.__attrs_post_init__,
+        "_new": object.__new__,
+        "_cls": cls,
+        "_NOTHING": attrs.NOTHING,
+    }
+    params: list[str] = []
+    init_body: list[str] = []  # (the factory defaults: ``new`` takes every field)
+    body: list[str] = []
     for i, f in enumerate(fields):
         slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)
         env[f"_s{i}"] = slot.__set__
         if f.default is attrs.NOTHING:
             params.append(f.name)
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            env[f"_f{i}"] = f.default.factory
+            params.append(f"{f.name}=_NOTHING")
+            init_body.append(f"    if {f.name} is _NOTHING:\n        {f.name} = _f{i}()")
         else:
             env[f"_d{i}"] = f.default
             params.append(f"{f.name}=_d{i}")
         body.append(f"    _s{i}(self, {f.name})")
-    head = f"def __init__(self, *, {', '.join(params)}):"
-    source = "\n".join([head, *body, "    _post(self)", ""])
+    if cls.__attrs_post_init__ is Event.__attrs_post_init__:  # (inline, on the arguments)
+        body.append(f"    if not ({_condition(cls.field_checks, '{}', env)}):")
+        body.append("        self._check()")
+    else:
+        body.append("    _post(self)")
+    names = ", ".join(f.name for f in fields)
+    copied = ", ".join(
+        f.name if f.name in ("session", "seq", "ts") else f"self.{f.name}" for f in fields
+    )
+    source = "\n".join(
+        [
+            f"def __init__(self, *, {', '.join(params)}):",
+            *init_body,
+            *body,
+            f"def new({names}):",
+            "    self = _new(_cls)",
+            *body,
+            "    return self",
+            "def stamped(self, session, seq, ts):",
+            f"    return new({copied})",
+            "",
+        ]
+    )
     exec(compile(source, f"<trio_agent.events {cls.__name__}.__init__>", "exec"), env)
     init: Callable[..., None] = env["__init__"]  # type: ignore[assignment]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
-    return init
+    new: Callable[..., Any] = env["new"]  # type: ignore[assignment]
+    new.__qualname__ = f"{cls.__qualname__}.new"
+    stamped: Callable[..., Any] = env["stamped"]  # type: ignore[assignment]
+    stamped.__qualname__ = f"{cls.__qualname__}.stamped"
+    stamped.__doc__ = Event.stamped.__doc__
+    return init, new, stamped
+
+
+def compile_to_dict(cls: type[Event]) -> Callable[[Event], dict[str, JSON]]:
+    """``to_dict`` for ``cls`` as one dict display over its slots (a loop of
+    ``getattr`` costs about three times as much; every event sent to every client is
+    made a dict)."""
+    items = ", ".join(f"{name!r}: self.{name}" for name in cls.field_names)
+    env: dict[str, object] = {}
+    source = f"def to_dict(self):\n    return {{'type': {cls.type!r}, {items}}}\n"
+    exec(compile(source, f"<trio_agent.events {cls.__name__}.to_dict>", "exec"), env)
+    to_dict: Callable[[Event], dict[str, JSON]] = env["to_dict"]  # type: ignore[assignment]
+    to_dict.__qualname__ = f"{cls.__qualname__}.to_dict"
+    to_dict.__doc__ = Event.to_dict.__doc__
+    return to_dict
+
+
+def _new_by_keywords(cls: type[Event]) -> Callable[..., Any]:
+    """``new`` for a class whose ``__init__`` is attrs' own: by keyword, through it."""
+    names = cls.field_names
+
+    def new(*values: Any) -> Any:
+        if len(values) != len(names):
+            raise TypeError(
+                f"{cls.__name__}.new() takes its {len(names)} fields by position "
+                f"({', '.join(names)}), got {len(values)}"
+            )
+        return cls(**dict(zip(names, values, strict=True)))
+
+    return new
 
 
 def event_type(
@@ -253,13 +349,16 @@ def event_type(
         cls.type = type_name
         cls.field_checks = BASE_CHECKS + tuple((n, *spec) for n, spec in checks.items())
         cls.field_names = tuple(a.name for a in attrs.fields(cls))
+        made = compile_init(cls)  # (before the generic checks become a post-init)
+        if made is not None:
+            cls.__init__, cls.new, cls.stamped = made  # type: ignore[method-assign]
+        else:
+            cls.new = _new_by_keywords(cls)
+        cls.to_dict = compile_to_dict(cls)  # type: ignore[method-assign,assignment]
         fast_check, post_init = compile_check(cls.field_checks)
         cls._fast_check = fast_check  # type: ignore[method-assign,assignment]
         if cls.__attrs_post_init__ is Event.__attrs_post_init__:
             cls.__attrs_post_init__ = post_init  # type: ignore[method-assign,assignment]
-        init = compile_init(cls)
-        if init is not None:
-            cls.__init__ = init  # type: ignore[method-assign]
         EVENT_TYPES[type_name] = cls
         return cls
 

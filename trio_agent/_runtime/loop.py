@@ -151,18 +151,21 @@ class AgentLoop:
     # ---- a run --------------------------------------------------------------------------
 
     def _done(self, run: int, status: str) -> ev.Done:
-        return ev.Done(
-            run=run,
-            step=self.bus.state.step,
-            status=status,
-            text=self._answer(),
-            usage={
+        return ev.Done(**self._done_fields(run, status))
+
+    def _done_fields(self, run: int, status: str) -> dict[str, Any]:
+        return {
+            "run": run,
+            "step": self.bus.state.step,
+            "status": status,
+            "text": self._answer(),
+            "usage": {
                 "input_tokens": self._usage.input_tokens,
                 "output_tokens": self._usage.output_tokens,
             },
-            command_id=self.control.cancel_command_id if status == "cancelled" else None,
-            finish_reason=self._finish_reason,
-        )
+            "command_id": self.control.cancel_command_id if status == "cancelled" else None,
+            "finish_reason": self._finish_reason,
+        }
 
     async def _run(self) -> None:
         """One run, from ``run_started`` (already published) to ``done``."""
@@ -260,11 +263,10 @@ class AgentLoop:
         ``user_input`` accepted meanwhile is never left behind the run's end."""
         bus = self.bus
         while not bus.state.pending_inputs:
-            event = self._done(run, "completed")
             try:
-                bus.publish_nowait(event)
+                bus.publish_new_nowait(ev.Done, **self._done_fields(run, "completed"))
             except trio.WouldBlock:
-                await bus.wait_room(event.type)
+                await bus.wait_room(ev.Done.type)
                 continue
             return True
         return False

@@ -1,8 +1,8 @@
 """``bus``: token events through the whole publish path, against the baselines.
 
 Ours: the producer publishes one token per event as the agent loop does,
-``publish_new_nowait(TokenStream, run=…, step=…, text=…)`` (the bus builds the event
-already stamped: one construction), falling back to ``await publish_new`` when a
+``publish_token_nowait(run, step, text)`` (the bus builds the event already stamped,
+by position: one construction), falling back to ``await publish_new`` when a
 lossless subscriber is full — seq, log append (the default log bounds), reducer,
 fan-out — to 1 and to 4 lossless subscribers, each draining with
 ``await receive_batch()``.  Baselines, same process, same run, the same event objects
@@ -13,10 +13,11 @@ built per token: the seed's callback bus with 1 and 4 counting callbacks, an
 ``get_stream_writer()``, one consumer of ``graph.astream(..., stream_mode="custom")``.
 
 Also a per-event cost breakdown (ns per event, measured synchronously, no scheduler):
-constructing the event, stamping a copy (what publishing an unstamped event costs),
-reducing it, appending it to the log, the clock, and ``publish_new_nowait`` as a whole
-with 0, 1 and 4 subscribers (drained by ``receive_batch_nowait``) — where the time of
-the hot path goes.
+constructing the event (by keyword, as the baselines do, and by position, as the bus
+does), stamping a copy (what publishing an unstamped event costs), reducing it,
+appending it to the log, the clock, and ``publish_token_nowait`` as a whole with 0, 1
+and 4 subscribers (drained by ``receive_batch_nowait``) — where the time of the hot
+path goes.
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ def ours(n: int, subscribers: int) -> float:
         async with trio.open_nursery() as nursery:
             for k, sub in enumerate(subs):
                 nursery.start_soon(consume, k, sub)
-            publish_new_nowait = bus.publish_new_nowait
+            publish_token_nowait = bus.publish_token_nowait
             publish_new = bus.publish_new
             token = ev.TokenStream
             for i in range(n):
                 text = WORDS[i & _MASK]
                 try:
-                    publish_new_nowait(token, run=1, step=1, text=text)
+                    publish_token_nowait(1, 1, text)
                 except trio.WouldBlock:
                     await publish_new(token, run=1, step=1, text=text)
         elapsed = time.perf_counter() - t0
@@ -130,6 +131,15 @@ def _cost_construct(n: int) -> float:
         make = make_token
         for i in range(n):
             make(i)
+
+    return _ns_per_event(n, loop)
+
+
+def _cost_construct_by_position(n: int) -> float:
+    def loop() -> None:
+        new, clock = ev.TokenStream.new, time.time
+        for i in range(n):
+            new("bench", 1, 1, 0, clock(), WORDS[i & _MASK])
 
     return _ns_per_event(n, loop)
 
@@ -187,11 +197,10 @@ def _cost_publish(n: int, subscribers: int) -> float:
     subs = [bus.open_subscription(capacity=DEFAULT_CAPACITY) for _ in range(subscribers)]
 
     def loop() -> None:
-        publish_new_nowait = bus.publish_new_nowait
-        token = ev.TokenStream
+        publish_token_nowait = bus.publish_token_nowait
         drain = [s.receive_batch_nowait for s in subs]
         for i in range(n):
-            publish_new_nowait(token, run=1, step=1, text=WORDS[i & _MASK])
+            publish_token_nowait(1, 1, WORDS[i & _MASK])
             if i & 127 == 127:
                 for d in drain:
                     d()
@@ -221,7 +230,13 @@ def breakdown(n: int, runs: int) -> list[Figure]:
             "construct",
             "construct a TokenStream",
             partial(_cost_construct, n),
-            "attrs __init__ + the fast type check in __attrs_post_init__",
+            "by keyword, as the baselines build it: the generated __init__ and its checks",
+        ),
+        (
+            "construct_by_position",
+            "construct a TokenStream by position (TokenStream.new)",
+            partial(_cost_construct_by_position, n),
+            "how the bus builds the tokens it stamps: the same checks, no keyword parsing",
         ),
         ("clock", "time.time() (the stamp's ts)", partial(_cost_clock, n), ""),
         (
@@ -244,19 +259,19 @@ def breakdown(n: int, runs: int) -> list[Figure]:
         ),
         (
             "publish_0",
-            "publish_new_nowait, 0 subscribers",
+            "publish_token_nowait, 0 subscribers",
             partial(_cost_publish, n, 0),
             "construct (stamped) + clock + reduce + log append + checks",
         ),
         (
             "publish_1",
-            "publish_new_nowait + receive_batch_nowait, 1 subscriber",
+            "publish_token_nowait + receive_batch_nowait, 1 subscriber",
             partial(_cost_publish, n, 1),
             "the whole synchronous path, the event's construction included, no scheduler",
         ),
         (
             "publish_4",
-            "publish_new_nowait + receive_batch_nowait, 4 subscribers",
+            "publish_token_nowait + receive_batch_nowait, 4 subscribers",
             partial(_cost_publish, n, 4),
             "",
         ),
@@ -328,7 +343,7 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
     note = (
         f"{n:,} token_stream events; ours = seq + log (default bounds) + reduce + "
         "fan-out to lossless subscribers draining with receive_batch(); the producer "
-        "builds each event with the bus's next seq, as the agent loop's token path does. "
+        "calls publish_token_nowait, as the agent loop's token path does. "
         "Baselines build the same events and move them without seq/log/reducer."
     )
     return [

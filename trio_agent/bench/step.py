@@ -9,8 +9,12 @@ kept short (the default ``max_steps``) so that the conversation the reducer rebu
 at each step stays realistic.  Time per step = time from ``send`` to ``done`` summed
 over the runs / steps.  One subscriber listens for ``done`` only.
 
-Baseline, same run: an empty trio loop doing as many checkpoints as the agent loop's
-tasks took scheduling steps (counted once with a ``trio.abc.Instrument``), per step.
+Baselines, same run: an empty trio loop doing as many checkpoints as the agent loop's
+tasks took scheduling steps (counted once with a ``trio.abc.Instrument``), per step;
+and the trio primitives the loop's structure opens, with nothing inside them — per
+step a cancel scope and a nursery, and for a step with a tool call a task in it under
+its timeout (``fail_after``); per one-step run the command lock, a cancel scope and a
+nursery.  The second is the floor that structured concurrency itself costs here.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ RUNS_PER_SAMPLE: Final = 50
 QUICK_RUNS_PER_SAMPLE: Final = 10
 TARGET_US: Final = 50.0
 BASELINE: Final = "empty trio loop, same checkpoints"
+STEP_PRIMITIVES: Final = "trio primitives per step (scope, nursery, tool task + timeout)"
+RUN_PRIMITIVES: Final = "trio primitives per run (command lock, scope, nursery)"
 
 
 @trio_agent.tool
@@ -113,6 +119,31 @@ def _count_checkpoints(script: dict[str, Any]) -> tuple[int, int]:
     return trio.run(main)
 
 
+async def _instant_tool() -> None:
+    with trio.fail_after(60):  # (a tool call runs under its timeout)
+        await instant.fn(n=0)  # (the tool itself, which returns at once)
+
+
+def _primitives(n: int, *, lock: bool, tool: bool) -> float:
+    """Seconds per iteration of the trio primitives a step (``lock``: a one-step run,
+    with its command lock) opens, empty; ``tool``: with a tool task in its nursery."""
+
+    async def main() -> float:
+        commands = trio.Lock()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            if lock:
+                async with commands:
+                    pass
+            with trio.CancelScope():
+                async with trio.open_nursery() as nursery:
+                    if tool:
+                        nursery.start_soon(_instant_tool)
+        return (time.perf_counter() - t0) / n
+
+    return trio.run(main)
+
+
 def _empty_loop(checkpoints: int) -> float:
     async def main() -> float:
         checkpoint = trio.lowlevel.checkpoint
@@ -174,10 +205,19 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
     def empty() -> float:
         return _empty_loop(checkpoints * per_sample) / steps * 1e6
 
-    stats = compare({"ours": ours, BASELINE: empty}, runs)
+    def floor() -> float:
+        return _primitives(steps, lock=False, tool=True) * 1e6
+
+    stats = compare({"ours": ours, BASELINE: empty, STEP_PRIMITIVES: floor}, runs)
     ours_stat: Stat = stats.pop("ours")
     say("one-step runs with an instant answer")
-    answers = compare({"ours": lambda: _answer_only(per_sample * 10) * 1e6}, runs)
+    answers = compare(
+        {
+            "ours": lambda: _answer_only(per_sample * 10) * 1e6,
+            RUN_PRIMITIVES: lambda: _primitives(per_sample * 10, lock=True, tool=False) * 1e6,
+        },
+        runs,
+    )
     return [
         Figure(
             benchmark=NAME,
@@ -187,7 +227,7 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
             kind="overhead",
             higher_is_better=False,
             ours=answers.pop("ours"),
-            baselines={},
+            baselines=answers,
             targets=(Target(f"≤ {TARGET_US:g} µs per step", at_most=TARGET_US),),
             notes=(
                 "the loop alone: the send command, the step's cancel scope and boundary "
