@@ -724,6 +724,24 @@ async def test_subscription_validation() -> None:
         assert bus.statistics().subscribers == ()
 
 
+async def test_peak_is_the_most_a_buffer_held_through_receives_and_close() -> None:
+    with trio.fail_after(5):
+        bus = await running_bus()
+        sub = bus.open_subscription(capacity=8)
+        for i in range(5):
+            bus.publish_nowait(token(str(i)))
+        assert sub.statistics().peak == 5  # (still held: nothing shrank it yet)
+        sub.receive_nowait()
+        sub.receive_batch_nowait()
+        for i in range(3):
+            bus.publish_nowait(token(str(i)))
+        assert (sub.statistics().buffered, sub.statistics().peak) == (3, 5)
+        for i in range(4):
+            bus.publish_nowait(token(str(i)))
+        sub.close()
+        assert (sub.statistics().buffered, sub.statistics().peak) == (0, 7)
+
+
 async def test_drop_oldest_never_blocks_and_counts_drops() -> None:
     with trio.fail_after(5):
         bus = await running_bus()

@@ -368,7 +368,10 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
             return
         self._closed = True
         self._detach(self.inbox, True)
-        self.inbox.buffer.clear()
+        inbox = self.inbox
+        if len(inbox.buffer) > inbox.peak:
+            inbox.peak = len(inbox.buffer)
+        inbox.buffer.clear()
         self.inbox.wake_receivers()
 
     async def aclose(self) -> None:

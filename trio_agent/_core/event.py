@@ -209,8 +209,9 @@ def compile_check(
 ) -> tuple[Callable[[Event], bool], Callable[[Event], None]]:
     """A function that says whether an event passes ``checks`` (and has a finite
     ``ts``), as one boolean expression over exact types; and the same as an
-    ``__attrs_post_init__`` (one call per event built instead of two, for the event
-    types with no checks of their own).
+    ``__attrs_post_init__``, which a class with no checks of its own runs when its
+    ``__init__`` is attrs' own (otherwise :func:`compile_init` inlines the expression,
+    over the arguments).
 
     Generated, as attrs generates ``__init__``: a loop over the checks costs about three
     times as much, and this runs once per event built.  Exact types are stricter than
@@ -351,9 +352,12 @@ def event_type(
         cls.field_names = tuple(a.name for a in attrs.fields(cls))
         made = compile_init(cls)  # (before the generic checks become a post-init)
         if made is not None:
-            cls.__init__, cls.new, cls.stamped = made  # type: ignore[method-assign]
+            init, new, stamped = made
+            cls.__init__ = init  # type: ignore[method-assign]
+            cls.stamped = stamped  # type: ignore[method-assign]
         else:
-            cls.new = _new_by_keywords(cls)
+            new = _new_by_keywords(cls)
+        cls.new = staticmethod(new)
         cls.to_dict = compile_to_dict(cls)  # type: ignore[method-assign,assignment]
         fast_check, post_init = compile_check(cls.field_checks)
         cls._fast_check = fast_check  # type: ignore[method-assign,assignment]

@@ -32,6 +32,14 @@ from .text import EMPTY
 __all__ = ["HANDLERS", "TRANSITIONS", "fold_tokens", "reduce", "replay", "token_legal"]
 
 _T = TypeVar("_T", bound=tuple[Any, ...])
+_CallEvent = (
+    ev.ToolCallDelta
+    | ev.ToolCall
+    | ev.ToolApprovalRequested
+    | ev.ToolApproval
+    | ev.ToolProgress
+    | ev.ToolResult
+)
 _tuple_new = tuple.__new__
 
 SAME: Final = "same"
@@ -97,6 +105,7 @@ _INDEX: Final[dict[type, dict[str, int]]] = {
 _SEQ: Final = _INDEX[State]["seq"]
 _TEXT: Final = _INDEX[State]["text"]
 _STATUS: Final = _INDEX[State]["status"]
+_CALLS: Final = _INDEX[State]["tool_calls"]
 
 _STEP_CLOSED: Final = {
     "text": EMPTY,
@@ -138,20 +147,21 @@ def _require_step(s: State, e: ev.Event) -> None:
         raise ReduceError(f"{e.type} before the step's thinking event in run {s.run}")
 
 
-def _update_call(
-    s: State,
-    call_id: str,
-    event_type: str,
-    status: str,
-    change: Callable[[ToolCallState], ToolCallState],
-) -> tuple[ToolCallState, ...]:
-    """The step's tool calls with ``call_id`` (which must be in ``status``) changed."""
-    for i, c in enumerate(s.tool_calls):
+def _with_call(s: State, e: _CallEvent, expected: str, /, **changes: Any) -> State:
+    """``s`` after ``e``: its ``seq``, and the step's tool call ``e.call_id`` (which must
+    be ``expected``) with ``changes`` — one copy of the state and one of the call, as
+    this runs for every streamed piece of a call's arguments."""
+    calls = s.tool_calls
+    call_id = e.call_id
+    for i, c in enumerate(calls):
         if c.call_id == call_id:
-            if c.status != status:
-                raise ReduceError(f"{event_type} for tool call {call_id!r}, which is {c.status}")
-            return (*s.tool_calls[:i], change(c), *s.tool_calls[i + 1 :])
-    raise ReduceError(f"{event_type} for unknown tool call {call_id!r}")
+            if c.status != expected:
+                raise ReduceError(f"{e.type} for tool call {call_id!r}, which is {c.status}")
+            fields = list(s)
+            fields[_SEQ] = e.seq
+            fields[_CALLS] = (*calls[:i], _evolve(c, **changes), *calls[i + 1 :])
+            return _tuple_new(State, fields)
+    raise ReduceError(f"{e.type} for unknown tool call {call_id!r}")
 
 
 def _open_calls_error(s: State, event_type: str) -> None:
@@ -245,59 +255,27 @@ def _call_start(s: State, e: ev.ToolCallStart) -> State:
 
 
 def _call_delta(s: State, e: ev.ToolCallDelta) -> State:
-    calls = _update_call(
-        s,
-        e.call_id,
-        e.type,
-        "streaming",
-        lambda c: _evolve(c, arguments_text=c.arguments_text.append(e.delta)),
-    )
-    return _evolve(s, seq=e.seq, tool_calls=calls)
+    c = s.call(e.call_id)
+    text = c.arguments_text.append(e.delta) if c is not None else None
+    return _with_call(s, e, "streaming", arguments_text=text)
 
 
 def _call(s: State, e: ev.ToolCall) -> State:
-    calls = _update_call(
-        s,
-        e.call_id,
-        e.type,
-        "streaming",
-        lambda c: _evolve(c, status="running", arguments=e.arguments),
-    )
-    return _evolve(s, seq=e.seq, tool_calls=calls)
+    return _with_call(s, e, "streaming", status="running", arguments=e.arguments)
 
 
 def _approval_requested(s: State, e: ev.ToolApprovalRequested) -> State:
-    calls = _update_call(
-        s,
-        e.call_id,
-        e.type,
-        "running",
-        lambda c: _evolve(c, status="awaiting_approval", approval="requested"),
-    )
-    return _evolve(s, seq=e.seq, tool_calls=calls)
+    return _with_call(s, e, "running", status="awaiting_approval", approval="requested")
 
 
 def _approval(s: State, e: ev.ToolApproval) -> State:
     decision = "approved" if e.approved else "denied"
-    calls = _update_call(
-        s,
-        e.call_id,
-        e.type,
-        "awaiting_approval",
-        lambda c: _evolve(c, status="running", approval=decision),
-    )
-    return _evolve(s, seq=e.seq, tool_calls=calls, command_ids=_remember(s, e.command_id, e.seq))
+    after = _with_call(s, e, "awaiting_approval", status="running", approval=decision)
+    return _evolve(after, command_ids=_remember(s, e.command_id, e.seq))
 
 
 def _progress(s: State, e: ev.ToolProgress) -> State:
-    calls = _update_call(
-        s,
-        e.call_id,
-        e.type,
-        "running",
-        lambda c: _evolve(c, progress=(e.progress, e.total, e.message)),
-    )
-    return _evolve(s, seq=e.seq, tool_calls=calls)
+    return _with_call(s, e, "running", progress=(e.progress, e.total, e.message))
 
 
 def _result(s: State, e: ev.ToolResult) -> State:
@@ -315,14 +293,7 @@ def _result(s: State, e: ev.ToolResult) -> State:
             f"tool_result {e.status!r} for tool call {e.call_id!r}, whose approval is "
             f"{approval or 'not needed'}"
         )
-    calls = _update_call(
-        s,
-        e.call_id,
-        e.type,
-        expected,
-        lambda c: _evolve(c, status=e.status, result=e.result, error=e.error),
-    )
-    return _evolve(s, seq=e.seq, tool_calls=calls)
+    return _with_call(s, e, expected, status=e.status, result=e.result, error=e.error)
 
 
 def _interrupt(s: State, e: ev.Interrupt) -> State:
