@@ -593,6 +593,13 @@ async def test_disconnecting_a_subscriber_does_not_cancel_the_run(
     assert isinstance(done, ev.Done) and done.text == "abc"
 
 
+@pytest.mark.parametrize("timeout", [0, -1.0, math.nan])
+async def test_a_tool_timeout_that_is_not_a_positive_number_is_refused(timeout: float) -> None:
+    with pytest.raises(ValueError, match=r"^tool_timeout must be a positive number of seconds"):
+        async with trio_agent.open_runtime(tools=TOOLS, tool_timeout=timeout):
+            pass
+
+
 async def test_session_ids_are_validated_and_reattached(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -229,8 +229,37 @@ async def own_deadline() -> None:
         await trio.sleep(10)
 
 
+@tool(timeout=2)
+async def fails_as_it_times_out() -> None:
+    """Runs two tasks; the call's deadline cancels both, and one fails on its way out:
+    an exception group of that error and the other's ``Cancelled``."""
+
+    async def sleeps() -> None:
+        await trio.sleep(100)
+
+    async def fails_when_cancelled() -> None:
+        try:
+            await trio.sleep(100)
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sleeps)
+        nursery.start_soon(fails_when_cancelled)
+
+
 REGISTRY = ToolRegistry(
-    [echo, fails, returns_set, returns_tuple, returns_too_much, slow, own_deadline, *DEMO_TOOLS]
+    [
+        echo,
+        fails,
+        returns_set,
+        returns_tuple,
+        returns_too_much,
+        slow,
+        own_deadline,
+        fails_as_it_times_out,
+        *DEMO_TOOLS,
+    ]
 )
 
 
@@ -309,6 +338,17 @@ async def test_a_tools_own_deadline_is_an_error_not_a_timeout(
     with trio.fail_after(1000):
         outcome = await run("own_deadline", {}, timeout=TIMEOUT)
     assert outcome == ToolOutcome("error", None, "TooSlowError")
+
+
+async def test_a_tool_failing_as_its_deadline_cancels_it_is_an_error_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What a tool raises as the call's deadline cancels it comes back as its error (the
+    ``Cancelled`` of its own tasks taken out by the deadline's scope), never out of
+    ``execute_tool``."""
+    with trio.fail_after(1000):
+        outcome = await run("fails_as_it_times_out", {}, timeout=TIMEOUT)
+    assert outcome == ToolOutcome("error", None, "RuntimeError: cleanup failed")
 
 
 async def test_results_that_are_not_json_or_too_big_are_errors() -> None:

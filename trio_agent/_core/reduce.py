@@ -147,21 +147,33 @@ def _require_step(s: State, e: ev.Event) -> None:
         raise ReduceError(f"{e.type} before the step's thinking event in run {s.run}")
 
 
-def _with_call(s: State, e: _CallEvent, expected: str, /, **changes: Any) -> State:
-    """``s`` after ``e``: its ``seq``, and the step's tool call ``e.call_id`` (which must
-    be ``expected``) with ``changes`` — one copy of the state and one of the call, as
-    this runs for every streamed piece of a call's arguments."""
-    calls = s.tool_calls
+def _open_call(s: State, e: _CallEvent, expected: str) -> tuple[int, ToolCallState]:
+    """Where the step's tool call ``e.call_id`` is, and the call; it must be
+    ``expected``."""
     call_id = e.call_id
-    for i, c in enumerate(calls):
+    for i, c in enumerate(s.tool_calls):
         if c.call_id == call_id:
             if c.status != expected:
                 raise ReduceError(f"{e.type} for tool call {call_id!r}, which is {c.status}")
-            fields = list(s)
-            fields[_SEQ] = e.seq
-            fields[_CALLS] = (*calls[:i], _evolve(c, **changes), *calls[i + 1 :])
-            return _tuple_new(State, fields)
+            return i, c
     raise ReduceError(f"{e.type} for unknown tool call {call_id!r}")
+
+
+def _put_call(s: State, seq: int, i: int, call: ToolCallState) -> State:
+    """``s`` at ``seq`` with ``call`` in place of the step's ``i``-th: one copy of the
+    state, as this runs for every streamed piece of a call's arguments."""
+    calls = s.tool_calls
+    fields = list(s)
+    fields[_SEQ] = seq
+    fields[_CALLS] = (*calls[:i], call, *calls[i + 1 :])
+    return _tuple_new(State, fields)
+
+
+def _with_call(s: State, e: _CallEvent, expected: str, /, **changes: Any) -> State:
+    """``s`` after ``e``: its ``seq``, and the step's tool call ``e.call_id`` (which must
+    be ``expected``) with ``changes``."""
+    i, c = _open_call(s, e, expected)
+    return _put_call(s, e.seq, i, _evolve(c, **changes))
 
 
 def _open_calls_error(s: State, event_type: str) -> None:
@@ -255,9 +267,8 @@ def _call_start(s: State, e: ev.ToolCallStart) -> State:
 
 
 def _call_delta(s: State, e: ev.ToolCallDelta) -> State:
-    c = s.call(e.call_id)
-    text = c.arguments_text.append(e.delta) if c is not None else None
-    return _with_call(s, e, "streaming", arguments_text=text)
+    i, c = _open_call(s, e, "streaming")
+    return _put_call(s, e.seq, i, _evolve(c, arguments_text=c.arguments_text.append(e.delta)))
 
 
 def _call(s: State, e: ev.ToolCall) -> State:

@@ -1,7 +1,6 @@
 """The agent loop: one session's runs, their steps, the model stream and the tool calls.
 
-A run is a sequence of steps.  Each step runs inside its own ``trio.CancelScope`` (the
-scope of the step's nursery, where its tool calls run):
+A run is a sequence of steps.  Each step runs inside its own ``trio.CancelScope``:
 
 - the model is called with ``state.messages`` (the reducer's conversation, which holds
   every steering message accepted before the step began), and its chunks go through
@@ -291,33 +290,27 @@ class AgentLoop:
         """One step in its own cancel scope (``resumed``: the open step of a recovered
         session, whose pending approvals are waited for again).  Every way out —
         completed, interrupted, cancelled, failed, or the runtime closing — passes the
-        same cleanup: each tool call left open gets its ``cancelled`` result.
-
-        The step's scope is its nursery's (where its tool calls run): one scope per
-        step, not two.  A failed model call cancels it too, to end the calls in flight;
-        that cut is the failure's, not an interrupt."""
+        same cleanup: each tool call left open gets its ``cancelled`` result."""
         control = self.control
         outcome = _StepOutcome()
-        scope: trio.CancelScope | None = None
+        scope = trio.CancelScope()
         try:
-            async with trio.open_nursery() as tools:
-                scope = control.step_scope = tools.cancel_scope
+            with scope:
+                control.step_scope = scope
                 if resumed:
                     outcome.made_calls = True
-                    self.calls.resume_waits(tools)
+                    async with trio.open_nursery() as tools:
+                        self.calls.resume_waits(tools)
                 else:
                     await self._emit(
                         ev.Thinking, run=run, step=step, model=self.model, provider=self.provider
                     )
-                    await self._stream_and_act(run, step, outcome, tools)
+                    await self._stream_and_act(run, step, outcome)
         finally:
             control.step_scope = None
-            outcome.interrupted = (
-                scope is not None and scope.cancelled_caught and outcome.error is None
-            )
             pending = control.interrupt
             if (
-                outcome.interrupted
+                scope.cancelled_caught
                 and pending is not None
                 and pending[0] == "soft"
                 and not control.cancel_requested
@@ -328,57 +321,57 @@ class AgentLoop:
                     self.bus, ev.Interrupt(run=run, step=step, mode="hard", reason=reason)
                 )
             await close_open_calls(self.bus, self._why_cut(outcome))
+        outcome.interrupted = scope.cancelled_caught
         return outcome
 
-    async def _stream_and_act(
-        self, run: int, step: int, outcome: _StepOutcome, tools: trio.Nursery
-    ) -> None:
-        """Stream the model call into events; start each tool call in ``tools`` as soon
-        as its arguments are complete (the step's nursery waits for them)."""
+    async def _stream_and_act(self, run: int, step: int, outcome: _StepOutcome) -> None:
+        """Stream the model call into events; start each tool call as soon as its
+        arguments are complete; return when the stream ended and every call did."""
         runtime = self.runtime
         assembler = ToolCallAssembler(id_prefix=f"call_r{run}s{step}_")
-        try:
-            requested = trio.current_time()
-            first: float | None = None  # seconds to the first chunk
-            stream = runtime.model.stream(self.bus.state.messages, runtime.registry.specs())
-            async with aclosing(stream) as chunks:  # type: ignore[type-var]
-                async for chunk in chunks:
-                    if first is None:
-                        first = trio.current_time() - requested
-                    if type(chunk) is TextDelta:  # the common case first
-                        if chunk.text:
-                            await self._token(run, step, chunk.text)
-                    elif isinstance(chunk, ToolCallChunk | ToolCallEnd):
-                        await self._facts(run, step, assembler.feed(chunk), tools, outcome)
-                    else:
-                        await self._chunk(run, step, chunk, outcome)
-            await self._facts(run, step, assembler.finish(), tools, outcome)
-            # The call's end, as a fact of the log (a trace's ``chat`` span ends here).
-            counted = outcome.usage
-            usage = (
-                {"input_tokens": counted.input_tokens, "output_tokens": counted.output_tokens}
-                if outcome.usage_counted
-                else {}
-            )
-            await self._emit(
-                ev.ModelFinished,
-                run=run,
-                step=step,
-                finish_reason=outcome.finish_reason,
-                usage=usage,
-                time_to_first_chunk=first,
-            )
-        except ModelError as exc:
-            outcome.error = exc
-        except Exception as exc:
-            # A model that fails in some other way (a bug, an unwrapped library
-            # error, a chunk sequence the assembler refuses): the run fails with
-            # what happened, and the runtime carries on.
-            outcome.error = ModelError("model_error", f"{type(exc).__name__}: {exc}")
-        if outcome.error is not None:
-            tools.cancel_scope.cancel()
-            if assembler.state == "open":
-                await self._facts(run, step, assembler.cut(), tools, outcome)
+        async with trio.open_nursery() as tools:
+            try:
+                requested = trio.current_time()
+                first: float | None = None  # seconds to the first chunk
+                stream = runtime.model.stream(self.bus.state.messages, runtime.registry.specs())
+                async with aclosing(stream) as chunks:  # type: ignore[type-var]
+                    async for chunk in chunks:
+                        if first is None:
+                            first = trio.current_time() - requested
+                        if type(chunk) is TextDelta:  # the common case first
+                            if chunk.text:
+                                await self._token(run, step, chunk.text)
+                        elif isinstance(chunk, ToolCallChunk | ToolCallEnd):
+                            await self._facts(run, step, assembler.feed(chunk), tools, outcome)
+                        else:
+                            await self._chunk(run, step, chunk, outcome)
+                await self._facts(run, step, assembler.finish(), tools, outcome)
+                # The call's end, as a fact of the log (a trace's ``chat`` span ends here).
+                counted = outcome.usage
+                usage = (
+                    {"input_tokens": counted.input_tokens, "output_tokens": counted.output_tokens}
+                    if outcome.usage_counted
+                    else {}
+                )
+                await self._emit(
+                    ev.ModelFinished,
+                    run=run,
+                    step=step,
+                    finish_reason=outcome.finish_reason,
+                    usage=usage,
+                    time_to_first_chunk=first,
+                )
+            except ModelError as exc:
+                outcome.error = exc
+            except Exception as exc:
+                # A model that fails in some other way (a bug, an unwrapped library
+                # error, a chunk sequence the assembler refuses): the run fails with
+                # what happened, and the runtime carries on.
+                outcome.error = ModelError("model_error", f"{type(exc).__name__}: {exc}")
+            if outcome.error is not None:
+                tools.cancel_scope.cancel()
+                if assembler.state == "open":
+                    await self._facts(run, step, assembler.cut(), tools, outcome)
 
     async def _chunk(self, run: int, step: int, chunk: Chunk, outcome: _StepOutcome) -> None:
         emit = self._emit

@@ -103,6 +103,10 @@ class Runtime:
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if not tool_timeout > 0:  # (NaN too)
+            raise ValueError(
+                f"tool_timeout must be a positive number of seconds, got {tool_timeout}"
+            )
         if approval_timeout is not None and not approval_timeout > 0:
             raise ValueError(f"approval_timeout must be positive or None, got {approval_timeout}")
         self._nursery = nursery

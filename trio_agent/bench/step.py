@@ -13,7 +13,7 @@ Baselines, same run: an empty trio loop doing as many checkpoints as the agent l
 tasks took scheduling steps (counted once with a ``trio.abc.Instrument``), per step;
 and the trio primitives the loop's structure opens, with nothing inside them — per
 step a cancel scope and a nursery, and for a step with a tool call a task in it under
-its timeout (``fail_after``); per one-step run the command lock, a cancel scope and a
+its timeout (a scope's deadline); per one-step run the command lock, a cancel scope and a
 nursery.  The second is the floor that structured concurrency itself costs here.
 """
 
@@ -120,7 +120,7 @@ def _count_checkpoints(script: dict[str, Any]) -> tuple[int, int]:
 
 
 async def _instant_tool() -> None:
-    with trio.fail_after(60):  # (a tool call runs under its timeout)
+    with trio.CancelScope(deadline=trio.current_time() + 60):  # (a call's timeout)
         await instant.fn(n=0)  # (the tool itself, which returns at once)
 
 

@@ -23,12 +23,17 @@ from .context import QuietContext, ToolCallContext
 from .registry import ToolRegistry
 from .tool import Tool
 
-__all__ = ["MAX_RESULT_BYTES", "ToolOutcome", "execute_tool"]
+__all__ = ["GROUP_SHOWN", "MAX_RESULT_BYTES", "ToolOutcome", "execute_tool"]
 
 MAX_RESULT_BYTES: Final = 1_000_000
 """The largest result (as JSON) a tool may return.  The result goes into the event log,
 to every subscriber and back into the model's context; a tool that returns a whole file
 by mistake gets an error it can act on instead."""
+
+GROUP_SHOWN: Final = 3
+"""Errors of an exception group a tool raises (its own tasks failing) that its result
+names, the first ones: what failed, for the model, in a bounded message."""
+
 
 Status = Literal["ok", "error", "timeout"]
 
@@ -105,11 +110,13 @@ async def _run(
     context: ToolCallContext | None,
 ) -> ToolOutcome:
     """Run the tool (holding a token) within ``seconds``; its outcome."""
+    # A scope with a deadline rather than ``fail_after`` (a generator-based context
+    # manager that costs about as much again on every call).  The ``try`` is outside it,
+    # so that what a tool raises as the deadline cancels it (an exception group with the
+    # ``Cancelled`` of its own tasks) reaches it with the ``Cancelled`` taken out.
     result: Any = None
-    # (a scope with a deadline rather than ``fail_after``, a generator-based context
-    # manager that costs about as much again on every call)
-    with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
-        try:
+    try:
+        with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
             if tool_.takes_context:
                 result = await tool_.fn(dict(arguments), context or QuietContext())
                 if isinstance(result, ToolOutcome):
@@ -121,8 +128,8 @@ async def _run(
             else:
                 call = functools.partial(tool_.fn, **arguments)
                 result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-        except Exception as exc:
-            return ToolOutcome.failed(_describe(exc))
+    except Exception as exc:
+        return ToolOutcome.failed(_describe(exc))
     if scope.cancelled_caught:
         return ToolOutcome.failed(f"tool {name!r} timed out after {seconds:g} seconds", "timeout")
     try:
@@ -139,5 +146,9 @@ async def _run(
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):  # (its own tasks: say what they raised)
+        shown = [_describe(e) for e in exc.exceptions[:GROUP_SHOWN]]
+        more = len(exc.exceptions) - len(shown)
+        return "; ".join(shown) + (f"; and {more} more" if more else "")
     message = str(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
