@@ -4,6 +4,14 @@ Bounded by a count and an approximate byte budget (an O(1) estimate per event, s
 :func:`event_size`); the oldest events are trimmed first.  Index access is O(1), so a
 replay cursor reads any position cheaply, and a replay of events that were trimmed
 raises :class:`~trio_agent.errors.LogTrimmed` — never a silent gap.
+
+A ``token_stream`` — most of any log — is kept as a plain tuple ``(run, step, ts,
+text)`` and built again (``TokenStream.new``, equal to the one published) when it is
+read.  Such a tuple holds no object the garbage collector tracks, so the collector
+stops tracking the tuple itself; an event object it would track, and visit on every
+full collection for as long as the log keeps it.  With 50,000 events held that visiting
+cost more than the rest of a publish (see the ``bus`` benchmark); a server holding many
+sessions' logs would pay it on every full collection, for every event it holds.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ ints): the byte budget is an estimate, computed in O(1) on the publish path."""
 
 
 _TOKEN: Final = ev.TokenStream
+_new_token: Final = ev.TokenStream.new
+
+_Kept = ev.Event | tuple[int, int, float, str] | None
+"""What the log holds for an event: the event, a token's tuple, or (trimmed) None."""
 
 
 def event_size(event: ev.Event) -> int:
@@ -72,6 +84,7 @@ class EventLog:
         "_events",
         "_first_seq",
         "_head",
+        "_session",
         "_sizes",
         "_trim_at",
         "bytes",
@@ -92,7 +105,8 @@ class EventLog:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._trim_at = max_events + max_events // TRIM_SLACK  # (seq - first_seq) bound
-        self._events: list[ev.Event | None] = []
+        self._events: list[_Kept] = []
+        self._session = ""  # (every event of a log has its session: a token's is not kept)
         self._sizes: list[int] = []
         self._head = 0  # index of the oldest event still held
         self._first_seq = 1  # seq of self._events[self._head]
@@ -113,7 +127,12 @@ class EventLog:
         if event.seq != seq:
             raise ValueError(f"log append of seq {event.seq}, expected {seq}")
         size = event_size(event)
-        self._events.append(event)
+        if type(event) is _TOKEN:
+            if not self._session:
+                self._session = event.session
+            self._events.append((event.run, event.step, event.ts, event.text))
+        else:
+            self._events.append(event)
         self._sizes.append(size)
         self.last_seq = seq
         self.bytes += size
@@ -142,13 +161,34 @@ class EventLog:
             head = 0
         self._head = head
 
+    def _event(self, kept: _Kept, seq: int) -> ev.Event:
+        """The event ``kept`` at ``seq`` stands for (see the module docstring)."""
+        if type(kept) is tuple:
+            run, step, ts, text = kept
+            token: ev.Event = _new_token(self._session, run, step, seq, ts, text)
+            return token
+        assert kept is not None
+        return kept  # type: ignore[return-value]
+
+    def _events_from(self, start: int, stop: int | None = None) -> list[ev.Event]:
+        """The events held at indexes ``start`` to ``stop``, oldest first."""
+        kept = self._events[start:stop]
+        seq = self._first_seq + start - self._head
+        session = self._session
+        return [
+            k  # type: ignore[misc]
+            if type(k) is not tuple
+            else _new_token(session, k[0], k[1], seq + i, k[2], k[3])
+            for i, k in enumerate(kept)
+        ]
+
     def get(self, seq: int) -> ev.Event:
         """The event with ``seq``; raises :class:`LogTrimmed` if it is gone."""
         if seq < self._first_seq:
             raise LogTrimmed(seq - 1, self._first_seq)
         if seq > self.last_seq:
             raise IndexError(f"seq {seq} is not in the log yet (last seq: {self.last_seq})")
-        return self._events[self._head + seq - self._first_seq]  # type: ignore[return-value]
+        return self._event(self._events[self._head + seq - self._first_seq], seq)
 
     def replay(self, after: int = 0) -> list[ev.Event]:
         """Exactly the events with ``seq > after``, oldest first.
@@ -160,8 +200,7 @@ class EventLog:
             raise ValueError(f"after must be >= 0, got {after}")
         if after + 1 < self._first_seq:
             raise LogTrimmed(after, self._first_seq)
-        start = self._head + max(0, after + 1 - self._first_seq)
-        return self._events[start:]  # type: ignore[return-value]
+        return self._events_from(self._head + max(0, after + 1 - self._first_seq))
 
     def window(self, after: int, limit: int) -> list[ev.Event]:
         """At most ``limit`` events with ``seq > after``, oldest first (a replay in
@@ -169,7 +208,7 @@ class EventLog:
         if after + 1 < self._first_seq:
             raise LogTrimmed(after, self._first_seq)
         start = self._head + after + 1 - self._first_seq
-        return self._events[start : start + limit]  # type: ignore[return-value]
+        return self._events_from(start, start + limit)
 
     def __iter__(self) -> Iterator[ev.Event]:
-        return iter(self._events[self._head :])  # type: ignore[arg-type]
+        return iter(self._events_from(self._head))

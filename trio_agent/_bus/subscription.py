@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT",
     "MAX_CAPACITY",
     "POLICIES",
+    "REPLAY_BATCH",
     "Inbox",
     "Policy",
     "SubscriberStatistics",
@@ -60,7 +61,8 @@ __all__ = [
 DEFAULT_CAPACITY: Final = 256
 """Events a subscriber buffers.  Large enough that a consumer that drains in batches
 (one WebSocket frame per batch) rarely makes the publisher wait; small enough that a
-stalled consumer pins little memory (events are shared with the log, not copied)."""
+stalled consumer pins little memory (an event is one object, shared by every
+subscriber, not copied)."""
 
 MAX_CAPACITY: Final = 65_536
 """The largest capacity a subscriber may ask for: the bound on what one subscriber can
@@ -70,6 +72,12 @@ DEFAULT_STALL_TIMEOUT: Final = 10.0
 """Seconds a lossless subscriber may hold the publisher with a full buffer and no
 progress before it is evicted.  Long enough for a slow network hiccup, short enough that
 one frozen browser tab cannot pause a run for long."""
+
+REPLAY_BATCH: Final = 4096
+"""Events a replaying subscription takes from the log per ``receive_batch``: a token is
+built again from the log's compact form as it is read (about a microsecond), so one
+slice holds the scheduler for a few milliseconds at most however long the log; the
+next receive takes the next slice."""
 
 Policy = Literal["block", "drop_oldest"]
 POLICIES: Final = ("block", "drop_oldest")
@@ -302,13 +310,14 @@ class Subscription(trio.abc.ReceiveChannel[ev.Event]):
 
         Raises like ``receive_nowait`` when nothing is waiting.  A live subscriber's
         buffer is taken whole, in O(1) Python calls: this is how a consumer that is
-        behind catches up cheaply.
+        behind catches up cheaply.  A replaying one takes at most
+        :data:`REPLAY_BATCH` from the log per call.
         """
         limit = max_events if max_events is not None else MAX_CAPACITY
         if limit < 1:
             raise ValueError(f"max_events must be >= 1, got {max_events}")
         if self._cursor is not None and not self._closed and self._trimmed is None:
-            batch = self._replay_batch(limit)
+            batch = self._replay_batch(min(limit, REPLAY_BATCH))
             if batch:
                 return batch
         inbox = self.inbox
