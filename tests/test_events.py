@@ -237,6 +237,19 @@ def test_each_type_is_built_the_same_by_position_stamped_and_as_a_dict(kind: str
     assert wire == {"type": kind} | {n: getattr(event, n) for n in cls.field_names}
 
 
+def test_an_event_type_with_a_field_the_generated_init_cannot_build_is_refused() -> None:
+    from trio_agent._core.event import Event, event_type
+
+    with pytest.raises(TypeError, match=r"^event field Odd\.n: an event field is a keyword"):
+
+        @event_type("odd_for_the_test")
+        @attrs.frozen(slots=True, kw_only=True)
+        class Odd(Event):
+            n: int = attrs.field(default=0, converter=int)
+
+    assert "odd_for_the_test" not in EVENT_TYPES
+
+
 def test_round_trip_keeps_exact_text() -> None:
     text = 'a\u0301 👩🏽‍🚀 \u2028 \\u0041 "quoted"'
     back = from_wire(ev.TokenStream(text=text).to_wire())

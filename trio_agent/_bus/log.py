@@ -172,15 +172,9 @@ class EventLog:
 
     def _events_from(self, start: int, stop: int | None = None) -> list[ev.Event]:
         """The events held at indexes ``start`` to ``stop``, oldest first."""
-        kept = self._events[start:stop]
         seq = self._first_seq + start - self._head
-        session = self._session
-        return [
-            k  # type: ignore[misc]
-            if type(k) is not tuple
-            else _new_token(session, k[0], k[1], seq + i, k[2], k[3])
-            for i, k in enumerate(kept)
-        ]
+        event = self._event
+        return [event(k, seq + i) for i, k in enumerate(self._events[start:stop])]
 
     def get(self, seq: int) -> ev.Event:
         """The event with ``seq``; raises :class:`LogTrimmed` if it is gone."""

@@ -204,14 +204,11 @@ def _condition(checks: tuple[Check, ...], read: str, env: dict[str, object]) -> 
     return " and ".join(terms)
 
 
-def compile_check(
-    checks: tuple[Check, ...],
-) -> tuple[Callable[[Event], bool], Callable[[Event], None]]:
+def compile_check(checks: tuple[Check, ...]) -> Callable[[Event], bool]:
     """A function that says whether an event passes ``checks`` (and has a finite
-    ``ts``), as one boolean expression over exact types; and the same as an
-    ``__attrs_post_init__``, which a class with no checks of its own runs when its
-    ``__init__`` is attrs' own (otherwise :func:`compile_init` inlines the expression,
-    over the arguments).
+    ``ts``), as one boolean expression over exact types: ``_fast_check``, which a class
+    with checks of its own runs first in its ``__attrs_post_init__`` (a class without
+    has the same expression inlined in its ``__init__``, see :func:`compile_init`).
 
     Generated, as attrs generates ``__init__``: a loop over the checks costs about three
     times as much, and this runs once per event built.  Exact types are stricter than
@@ -220,17 +217,14 @@ def compile_check(
     """
     env: dict[str, object] = {}
     condition = _condition(checks, "self.{}", env)
-    source = (
-        f"def fast_check(self):\n    return {condition}\n"
-        f"def post_init(self):\n    if not ({condition}):\n        self._check()\n"
-    )
+    source = f"def fast_check(self):\n    return {condition}\n"
     exec(compile(source, "<trio_agent.events check>", "exec"), env)
-    return env["fast_check"], env["post_init"]  # type: ignore[return-value]
+    return env["fast_check"]  # type: ignore[return-value]
 
 
 def compile_init(
     cls: type[Event],
-) -> tuple[Callable[..., None], Callable[..., Any], Callable[..., Any]] | None:
+) -> tuple[Callable[..., None], Callable[..., Any], Callable[..., Any]]:
     """The same ``__init__`` as attrs generates for ``cls`` (keyword-only, the same
     defaults, then the checks); ``new``: the same construction with every field given
     by position, in :attr:`Event.field_names` order — no keyword parsing, for the bus,
@@ -242,19 +236,23 @@ def compile_init(
     what building an event costs.  A class with no ``__attrs_post_init__`` of its own
     checks the arguments in the same function (the expression of
     :func:`compile_check`, over the arguments instead of the slots); one with its own
-    calls it.  None for a class this does not cover (a field with a converter, a
-    validator, a factory that takes ``self``, or not in ``__init__``):
-    attrs' own ``__init__`` stays, and ``new`` builds through it."""
+    calls it.  An event's fields are plain keyword fields with defaults or factories: a
+    field with a converter, a validator, a factory that takes ``self``, or not in
+    ``__init__`` is refused (``TypeError``) when the class is registered."""
     fields = attrs.fields(cls)
-    if any(
-        f.converter is not None
-        or f.validator is not None
-        or not f.init
-        or not f.kw_only
-        or (isinstance(f.default, attrs.Factory) and f.default.takes_self)  # type: ignore[arg-type]
-        for f in fields
-    ):
-        return None
+    for f in fields:
+        if (
+            f.converter is not None
+            or f.validator is not None
+            or not f.init
+            or not f.kw_only
+            or (isinstance(f.default, attrs.Factory) and f.default.takes_self)  # type: ignore[arg-type]
+        ):
+            raise TypeError(
+                f"event field {cls.__name__}.{f.name}: an event field is a keyword field "
+                "with a default or a factory, no converter, validator or takes_self "
+                "(checks go in event_type's, or in __attrs_post_init__)"
+            )
     env: dict[str, object] = {
         "_post": cls.__attrs_post_init__,
         "_new": object.__new__,
@@ -326,21 +324,6 @@ def compile_to_dict(cls: type[Event]) -> Callable[[Event], dict[str, JSON]]:
     return to_dict
 
 
-def _new_by_keywords(cls: type[Event]) -> Callable[..., Any]:
-    """``new`` for a class whose ``__init__`` is attrs' own: by keyword, through it."""
-    names = cls.field_names
-
-    def new(*values: Any) -> Any:
-        if len(values) != len(names):
-            raise TypeError(
-                f"{cls.__name__}.new() takes its {len(names)} fields by position "
-                f"({', '.join(names)}), got {len(values)}"
-            )
-        return cls(**dict(zip(names, values, strict=True)))
-
-    return new
-
-
 def event_type(
     type_name: str, **checks: tuple[tuple[type, ...], bool, frozenset[str] | None]
 ) -> Any:
@@ -350,19 +333,12 @@ def event_type(
         cls.type = type_name
         cls.field_checks = BASE_CHECKS + tuple((n, *spec) for n, spec in checks.items())
         cls.field_names = tuple(a.name for a in attrs.fields(cls))
-        made = compile_init(cls)  # (before the generic checks become a post-init)
-        if made is not None:
-            init, new, stamped = made
-            cls.__init__ = init  # type: ignore[method-assign]
-            cls.stamped = stamped  # type: ignore[method-assign]
-        else:
-            new = _new_by_keywords(cls)
+        init, new, stamped = compile_init(cls)
+        cls.__init__ = init  # type: ignore[method-assign]
         cls.new = staticmethod(new)
+        cls.stamped = stamped  # type: ignore[method-assign]
         cls.to_dict = compile_to_dict(cls)  # type: ignore[method-assign,assignment]
-        fast_check, post_init = compile_check(cls.field_checks)
-        cls._fast_check = fast_check  # type: ignore[method-assign,assignment]
-        if cls.__attrs_post_init__ is Event.__attrs_post_init__:
-            cls.__attrs_post_init__ = post_init  # type: ignore[method-assign,assignment]
+        cls._fast_check = compile_check(cls.field_checks)  # type: ignore[method-assign,assignment]
         EVENT_TYPES[type_name] = cls
         return cls
 
