@@ -254,7 +254,7 @@ class AGUIClient(StreamClient):
         if seq == record.start:
             return await self.send_group(seq, list(record.prelude), k or len(record.prelude))
         try:
-            events = [e for e in session.log.replay(record.start) if e.seq <= seq]
+            events = session.log.window(record.start, seq - record.start)
         except LogTrimmed as exc:
             await self.cannot_resume(f"{exc}")
             return False
@@ -288,6 +288,11 @@ class AGUIClient(StreamClient):
             self.record.end = self.mapper.ended_at
         self.end(1000, "the AG-UI run ended")
         return True
+
+    async def flush(self, sub: Subscription) -> None:
+        if self.mapper is None:  # (cut before the run began: nothing of it to map)
+            return
+        await super().flush(sub)
 
     async def send_events(self, batch: list[ev.Event]) -> bool:
         mapper = self.mapper

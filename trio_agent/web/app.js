@@ -616,7 +616,7 @@
       logEvent({ type: "error", seq: 0, code: error.code, message: error.message }, 1);
       toast(error.code + ": " + error.message);
       if (reply.status < 500 && reply.status !== 429) unacked.delete(command.id);
-    });
+    }).catch(() => {}); // (a throw here must not stop every later command)
   }
 
   // Send a command with a fresh id; kept until acknowledged, resent on reconnect.
