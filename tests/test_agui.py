@@ -307,7 +307,15 @@ async def test_hard_interrupt_then_resume(tmp_path: Path) -> None:
             assert resumed[1]["value"]["instruction"] == "rest less"
             assert deltas(resumed) == "rested" and resumed[-1]["type"] == "RUN_FINISHED"
             # The same answer again (the same runId: a retry) changes nothing.
-            assert agui.s.runtime.sessions["t-pause"].state.status == "done"
+            session = agui.s.runtime.sessions["t-pause"]
+            last = session.log.last_seq
+            again = await agui.run(
+                "t-pause", "r2", resume=[{**answer, "payload": {"instruction": "rest less"}}]
+            )
+            assert again[1]["value"] == resumed[1]["value"]  # the same run, told again
+            assert deltas(again) == "rested" and again[-1]["type"] == "RUN_FINISHED"
+            assert session.log.last_seq == last
+            assert session.state.status == "done"
             official_check(tmp_path, agui.body(0), agui.body(-1))
 
 

@@ -329,7 +329,9 @@ def test_a_connection_cut_mid_run_reconnects_and_loses_nothing(
         assert found, back
         assert int(found.group(1)) >= before
     else:
-        assert re.search(rb"[?&]after=(\d+)", back)
+        found = re.search(rb"[?&]after=(\d+)", back)
+        assert found, back
+        assert int(found.group(1)) >= before
     types = page.locator("#timeline .type").all_inner_texts()
     assert types.count("state") == 1
 

@@ -70,7 +70,7 @@ class Stream:
             if event["session"]:
                 assert message.id == str(event["seq"])
             else:
-                assert message.id == self.last_id or not message.id  # no id: the last stands
+                assert not message.id, message  # no id: the last stands
             out.append(event)
             if event["type"] == kind:
                 return out

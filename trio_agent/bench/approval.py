@@ -27,7 +27,7 @@ import trio
 import trio_agent
 from trio_agent.testing import ScriptBuilder
 
-from ._common import Figure, Progress, Stat, Target, percentile, runs_for
+from ._common import Figure, Progress, Stat, Target, latency_percentiles, percentile, runs_for
 
 NAME: Final = "approval"
 TITLE: Final = "Approval round trip: request published → decision → tool started"
@@ -180,11 +180,7 @@ def run(quick: bool, progress: Progress | None = None) -> list[Figure]:
                     baselines={BASELINE: Stat(tuple(base_p99))},
                     higher_is_better=False,
                     targets=(Target(f"p99 ≤ {TARGET_MS:g} ms", at_most=TARGET_MS),),
-                    percentiles={
-                        "p50": percentile(pooled, 50),
-                        "p99": percentile(pooled, 99),
-                        "max": max(pooled),
-                    },
+                    percentiles=latency_percentiles(pooled),
                     notes=(
                         f"{rounds} runs per sample, each one call of a tool that needs "
                         "approval, approved by a client the moment the request arrives; "
