@@ -25,7 +25,7 @@ from trio_agent import events as ev
 from trio_agent.errors import ModelError
 from trio_agent.models import Chunk, Message, TextDelta, ToolSpec
 from trio_agent.testing import ScriptBuilder
-from trio_agent.tracing import SessionTracer, run_key, span_id, trace_id
+from trio_agent.tracing import SessionTracer, TraceBuilder, run_key, span_id, trace_id
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -335,6 +335,46 @@ async def test_content_is_recorded_only_when_opted_in(
     assert roles == ["user", "assistant", "tool"]
     assert orjson.loads(attrs(calc)["gen_ai.tool.call.arguments"]) == {"expression": "6*7"}
     assert orjson.loads(attrs(calc)["gen_ai.tool.call.result"]) == 42
+
+
+async def test_content_capture_stops_at_a_gap_in_the_log(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A tracer that re-attaches past events trimmed away cannot fold the conversation
+    from there: the spans still come, without content, rather than with a wrong one
+    (a missing token is legal to the reducer: only the gap in seq shows it)."""
+    script = ScriptBuilder().turn(["one."]).turn(["two."])
+    async with trio_agent.open_runtime(model=script.model(), tools=TOOLS) as runtime:
+        session = await runtime.open_session("s1")
+        for run, text in enumerate(("first", "second"), start=1):
+            await session.send(text)
+            await until(session, lambda s, run=run: s.status == "done" and s.run == run)
+        log = list(session.log)
+    (lost,) = [e.seq for e in log if isinstance(e, ev.TokenStream) and e.run == 1]
+    chats: list[list[ReadableSpan]] = []
+    for skipped in (0, lost):  # (0: nothing skipped)
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        builder = TraceBuilder(
+            provider.get_tracer("test"), "s1", agent_name="a", capture_content=True
+        )
+        for event in log:
+            if event.seq != skipped:  # (run 1's token trimmed away: the reducer cannot tell)
+                builder.feed(event, True)
+        spans = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
+        chats.append(sorted(spans, key=lambda s: s.start_time or 0))
+
+    def said_before(span: ReadableSpan) -> Any:
+        """What the assistant had said, as the call's input shows it (None: no input)."""
+        text = attrs(span).get("gen_ai.input.messages")
+        if text is None:
+            return None
+        return [m["parts"][0]["content"] for m in orjson.loads(text) if m["role"] == "assistant"]
+
+    whole, with_gap = chats
+    assert [said_before(s) for s in whole] == [[], ["one."]]
+    assert [said_before(s) for s in with_gap] == [[], None]  # none, not a wrong one
 
 
 # ---- a tracer that falls behind ----------------------------------------------------------

@@ -336,7 +336,7 @@ class AgentLoop:
                 stream = runtime.model.stream(self.bus.state.messages, runtime.registry.specs())
                 async with aclosing(stream) as chunks:  # type: ignore[type-var]
                     async for chunk in chunks:
-                        if first is None:
+                        if first is None and type(chunk) is not Retrying:  # (an answer's)
                             first = trio.current_time() - requested
                         if type(chunk) is TextDelta:  # the common case first
                             if chunk.text:

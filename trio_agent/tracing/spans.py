@@ -144,8 +144,17 @@ class TraceBuilder:
     def feed(self, event: ev.Event, mine: bool) -> None:
         """Follow ``event``; emit the spans it ends if ``mine``."""
         if self._state is not None:
-            if self._seen == 0 and event.seq != 1:
-                self._state = None  # (the log does not go back to seq 1: no input messages)
+            if event.seq != self._seen + 1:
+                # A gap (the log does not go back to seq 1, or a re-attach after it was
+                # trimmed): the state folded from here would be wrong, so no content.
+                if self._seen:
+                    logger.warning(
+                        "session %r: content capture stops: events %d to %d are missing",
+                        self.session,
+                        self._seen + 1,
+                        event.seq - 1,
+                    )
+                self._state = None
             else:
                 try:
                     self._state = reduce(self._state, event)
